@@ -1,0 +1,30 @@
+"""nasnet_det: NASNet (Zoph et al. 2018) cells, search and pretraining, as a detectron2 plugin.
+
+detectron2 itself is not on PyPI; ``make`` installs it through tools/install_detectron2.py when no
+build is present (see README, "Install").
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="nasnet_det",
+    version="0.1.0",
+    description="NASNet-A backbones, architecture search and pretraining for detectron2",
+    packages=find_packages(include=["nasnet_det", "nasnet_det.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision",
+        "fvcore",
+        "pycocotools",
+        "opencv-python",
+        "safetensors",
+        "tqdm",
+        "matplotlib",
+        "pyyaml",
+        "tensorboard",
+    ],
+    extras_require={
+        "ray": ["ray[default]"],
+        "test": ["pytest", "pytest-timeout", "tensorflow-cpu", "timm", "ray[default]"],
+    },
+)
