@@ -1,0 +1,126 @@
+"""TensorFlow "SAME" padding for convolutions and pooling, exactly as TF computes it.
+
+Why this exists: TF pads ``total = max((ceil(n/s) - 1) * s + k_eff - n, 0)`` cells per dimension and
+puts the odd one at the bottom/right. At stride 2 on an even size that is asymmetric, which
+PyTorch's symmetric ``padding=`` cannot express: it gives the same output shape but windows shifted
+by one pixel, so published TF checkpoints would not reproduce. TF's average pooling also divides by
+the number of *real* cells under the window (padding excluded). See docs NASNET_SPEC.md section 9.
+
+Fast path: whenever the TF padding is symmetric (always at stride 1 with odd kernels; at stride 2
+on odd sizes) the op's own padding argument is used, so no extra tensor is materialized.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def tf_same_pads(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:
+    """(before, after) padding TF's SAME puts on a dimension of length ``size``."""
+    k_eff = (kernel - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k_eff - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _static_padding(kernel, stride, dilation) -> tuple[int, int] | None:
+    """Padding that is exact for every input size, or None when it depends on the size.
+
+    At stride 1 the SAME total is ``k_eff - 1`` whatever the size, and it is symmetric when odd k_eff.
+    """
+    pads = []
+    for k, s, d in zip(kernel, stride, dilation):
+        k_eff = (k - 1) * d + 1
+        if s == 1 and k_eff % 2 == 1:
+            pads.append(k_eff // 2)
+        elif k == 1 and d == 1:  # a 1x1 never needs padding at any stride
+            pads.append(0)
+        else:
+            return None
+    return pads[0], pads[1]
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TF SAME padding (no bias by default: every TF-slim conv here is followed by BN)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
+        kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        static = _static_padding(kernel_size, stride, dilation)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride,
+            padding=static if static is not None else 0, dilation=dilation, groups=groups, bias=bias,
+        )
+        self._dynamic = static is None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._dynamic:
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        ph = tf_same_pads(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
+        pw = tf_same_pads(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+        if ph[0] == ph[1] and pw[0] == pw[1]:
+            return F.conv2d(x, self.weight, self.bias, self.stride, (ph[0], pw[0]), self.dilation, self.groups)
+        x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MaxPool2dSame(nn.Module):
+    """TF SAME max pooling: padded cells never win (PyTorch's implicit padding is -inf too)."""
+
+    def __init__(self, kernel_size: int, stride: int = 1) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size, self.stride
+        ph = tf_same_pads(x.shape[-2], k, s)
+        pw = tf_same_pads(x.shape[-1], k, s)
+        if ph[0] == ph[1] and pw[0] == pw[1] and max(ph[0], pw[0]) <= k // 2:
+            return F.max_pool2d(x, k, s, (ph[0], pw[0]))
+        x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]), value=float("-inf"))
+        return F.max_pool2d(x, k, s)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding=TF-SAME"
+
+
+class AvgPool2dSame(nn.Module):
+    """TF SAME average pooling: the divisor counts only real (unpadded) cells.
+
+    Symmetric case: ``count_include_pad=False``. Asymmetric case: pool the zero-padded input and a
+    padded ones-mask of the (1, 1, H, W) plane identically and divide; the mask is tiny.
+    """
+
+    def __init__(self, kernel_size: int, stride: int = 1) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size, self.stride
+        ph = tf_same_pads(x.shape[-2], k, s)
+        pw = tf_same_pads(x.shape[-1], k, s)
+        if ph[0] == ph[1] and pw[0] == pw[1] and max(ph[0], pw[0]) <= k // 2:
+            return F.avg_pool2d(x, k, s, (ph[0], pw[0]), count_include_pad=False)
+        pad = (pw[0], pw[1], ph[0], ph[1])
+        summed = F.avg_pool2d(F.pad(x, pad), k, s)
+        ones = x.new_ones((1, 1, x.shape[-2], x.shape[-1]))
+        count = F.avg_pool2d(F.pad(ones, pad), k, s)
+        return summed / count
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding=TF-SAME, exclude_pad"
