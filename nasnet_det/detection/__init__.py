@@ -1,1 +1,25 @@
+"""The detectron2 plugin: config keys, the NASNet backbone and ROI heads, data and training helpers.
 
+``compat`` is imported first: on detectron2 v0.6 without compiled ops it installs the stand-in
+for ``detectron2._C`` that ``detectron2.layers`` needs at import. Importing this package
+registers ``build_nasnet_backbone`` (BACKBONE_REGISTRY) and ``NASNetROIHeads``
+(ROI_HEADS_REGISTRY) with detectron2.
+"""
+from . import compat  # noqa: F401  (must stay first)
+from .config import ConfigError, add_nasnet_config, load_config
+from .backbone import NASNetBackbone, build_nasnet_backbone
+from .roi_heads import NASNetROIHeads, NASNetSecondStage
+from .checkpoint_mapping import classifier_to_detector_state_dict
+from .data import ImageReadError, NASNetDatasetMapper, build_resize_augmentations
+from .datasets import DatasetError, check_datasets, register_coco_json
+from .hooks import DropPathScheduleHook, set_drop_path_progress
+from .split_nasnet import NASNetConfigError
+from .trainer import NASNetTrainer, build_checkpointer
+
+__all__ = [
+    "ConfigError", "DatasetError", "DropPathScheduleHook", "ImageReadError", "NASNetBackbone",
+    "NASNetConfigError", "NASNetDatasetMapper", "NASNetROIHeads", "NASNetSecondStage",
+    "NASNetTrainer", "add_nasnet_config", "build_checkpointer", "build_nasnet_backbone",
+    "build_resize_augmentations", "check_datasets", "classifier_to_detector_state_dict",
+    "load_config", "register_coco_json", "set_drop_path_progress",
+]

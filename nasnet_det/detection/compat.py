@@ -45,3 +45,113 @@ def _install_compiled_ops_stand_in() -> bool:
 
 
 HAS_COMPILED_OPS: bool = _install_compiled_ops_stand_in()
+
+
+# --------------------------------------------------------------------------------------------
+# Everything below is imported lazily from detectron2 so that importing this module stays the
+# first thing ``nasnet_det.detection`` does (before detectron2.layers needs ``_C``).
+# --------------------------------------------------------------------------------------------
+import inspect
+import logging
+import os
+import pickle
+
+_logger = logging.getLogger(__name__)
+
+
+def coco_evaluator(dataset_name: str, output_dir: str | None = None, distributed: bool = True):
+    """A COCOEvaluator that reports the *official* pycocotools numbers.
+
+    detectron2's default ``use_fast_impl=True`` needs ``_C`` (COCOeval_opt); v0.6 would then fail
+    at evaluation time and main silently falls back. Passing False gives the same, official
+    numbers on both and on builds with or without the compiled ops.
+    """
+    from detectron2.evaluation import COCOEvaluator
+
+    return COCOEvaluator(
+        dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
+        use_fast_impl=False,
+    )
+
+
+def register_coco_instances_once(name: str, metadata: dict, json_file: str, image_root: str) -> None:
+    """``register_coco_instances`` that tolerates re-registration of the same name.
+
+    v0.6 raises if ``name`` is already in DatasetCatalog, main skips silently. We replace an
+    older registration so that a second call (tests, notebooks) points at the new files.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    if name in DatasetCatalog.list():
+        old = MetadataCatalog.get(name)
+        if getattr(old, "json_file", None) == json_file and getattr(old, "image_root", None) == image_root:
+            return
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    register_coco_instances(name, metadata, json_file, image_root)
+
+
+def torch_load_trusted(path: str):
+    """``torch.load`` of a checkpoint this project (or the user) wrote.
+
+    torch >= 2.6 defaults to ``weights_only=True``, which rejects the non-tensor objects a trainer
+    checkpoint holds; fvcore (both versions) calls ``torch.load`` without the argument. We try the
+    safe loader first and fall back to full unpickling, with a log line, only when it refuses.
+    """
+    import torch
+
+    params = inspect.signature(torch.load).parameters
+    if "weights_only" not in params:  # torch < 1.13
+        return torch.load(path, map_location="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        _logger.info("%s holds non-tensor objects; loading it with weights_only=False", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def detection_checkpointer_class():
+    """DetectionCheckpointer whose ``.pth`` loading works on torch >= 2.6 (see torch_load_trusted).
+
+    main has a ``_torch_load`` hook for this and v0.6 does not, so we override ``_load_file``,
+    which both have, and keep detectron2's handling of ``.pkl`` / ``.pyth`` files.
+    """
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    class NASNetCheckpointer(DetectionCheckpointer):
+        def _load_file(self, filename: str):
+            if filename.endswith(".pkl") or filename.endswith(".pyth"):
+                return super()._load_file(filename)
+            if not os.path.isfile(filename):
+                raise FileNotFoundError(f"checkpoint file {filename!r} does not exist")
+            try:
+                loaded = torch_load_trusted(filename)
+            except Exception as err:  # truncated / not a checkpoint
+                raise RuntimeError(f"cannot read checkpoint {filename!r}: {err}") from err
+            if "model" not in loaded:
+                loaded = {"model": loaded}
+            return loaded
+
+    return NASNetCheckpointer
+
+
+def launch_supports_cpu_workers() -> bool:
+    """True when detectron2's ``launch`` can start several processes without CUDA (main: GLOO)."""
+    from detectron2.engine import launch as launch_module
+
+    source = inspect.getsource(launch_module)
+    return "gloo" in source.lower()
+
+
+def check_launch(num_gpus: int, num_machines: int) -> None:
+    """One clear error instead of v0.6's bare ``assert torch.cuda.is_available()`` in a worker."""
+    import torch
+
+    world = num_gpus * num_machines
+    if world > 1 and not torch.cuda.is_available() and not launch_supports_cpu_workers():
+        raise SystemExit(
+            f"--num-gpus {num_gpus} x --num-machines {num_machines} asks for {world} processes, but "
+            "there is no CUDA device and this detectron2 (v0.6) can only launch several processes "
+            "with NCCL on GPUs. Use --num-gpus 1 on CPU, or upstream detectron2 main (GLOO on CPU)."
+        )

@@ -1,0 +1,57 @@
+"""The second stage of faster_rcnn_nas in detectron2's C4 pattern (a ``Res5ROIHeads`` subclass).
+
+``Res5ROIHeads`` pools ROI features with ROIAlign, runs ``self.res5`` on them, takes the spatial
+mean and feeds ``FastRCNNOutputLayers``. We keep all of that and only supply a different
+``res5``: a module that splits the pooled map back into (h_{i-1}, h_i), runs the remaining NASNet
+cells (the second reduction cell and the normal cells after it) with ``forward_cells`` and
+applies the final ReLU, as TF's faster_rcnn_nas second stage does. TridentNet's
+``TridentRes5ROIHeads`` is the precedent for plugging in through ``_build_res5_block``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.modeling import ROI_HEADS_REGISTRY
+from detectron2.modeling.roi_heads import Res5ROIHeads
+
+from .norm import convert_norm, set_batchnorm_hparams
+from .split_nasnet import SplitInfo, build_stage
+
+
+class NASNetSecondStage(nn.Module):
+    """pooled cat(h_{i-1}, h_i) -> cells[split:] -> ReLU. Drop path runs as configured in training."""
+
+    def __init__(self, nasnet: nn.Module, info: SplitInfo):
+        super().__init__()
+        self.nasnet = nasnet
+        self.start = info.split_at
+        self.split_channels = [info.prev_channels, info.channels]
+        self.out_channels = info.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h_prev, h = torch.split(x, self.split_channels, dim=1)
+        _, out = self.nasnet.forward_cells(h_prev, h, self.start, None)
+        return F.relu(out)
+
+
+@ROI_HEADS_REGISTRY.register()
+class NASNetROIHeads(Res5ROIHeads):
+    """ROI_HEADS_REGISTRY entry, chosen with ``MODEL.ROI_HEADS.NAME: NASNetROIHeads``.
+
+    Pooler size: ROI_BOX_HEAD.POOLER_RESOLUTION (17 in TF's config, so the second reduction cell
+    gives 9x9). The module keeps detectron2's attribute name ``res5`` for the cells, which keeps
+    every inherited method working; checkpoint keys are ``roi_heads.res5.nasnet.cells.<i>.*``.
+    """
+
+    @classmethod
+    def _build_res5_block(cls, cfg):
+        if cfg.MODEL.MASK_ON or cfg.MODEL.KEYPOINT_ON:
+            raise ValueError("NASNetROIHeads is box-only: set MODEL.MASK_ON and MODEL.KEYPOINT_ON to False")
+        net, info = build_stage(cfg, "head")
+        c = cfg.MODEL.NASNET
+        set_batchnorm_hparams(net, float(c.BN_MOMENTUM), float(c.BN_EPS))
+        net = convert_norm(net, c.NORM)
+        stage = NASNetSecondStage(net, info)
+        return stage, stage.out_channels

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Train or evaluate a NASNet Faster R-CNN with detectron2 (its tools/train_net.py convention).
+
+    python tools/train_net.py --config-file configs/nasnet_a_mobile_frcnn.yaml
+    python tools/train_net.py --config-file configs/nasnet_a_large_frcnn.yaml --num-gpus 8
+    python tools/train_net.py --config-file ... --resume                      # continue a run
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
+    python tools/train_net.py --config-file ... \\
+        --dataset-json my/train.json --image-root my/images \\
+        --test-json my/val.json --test-image-root my/val_images   # any COCO-format dataset
+
+Datasets: detectron2's registered COCO sets (``coco_2017_train``, ``coco_2017_val``,
+``coco_2014_minival``, ...) under ``$DETECTRON2_DATASETS``, or COCO-format json files given with
+``--dataset-json/--image-root`` (registered as ``nasnet_train``; also used for testing unless
+``--test-json`` is given, registered as ``nasnet_test``). Evaluation is COCOEvaluator with the
+official pycocotools numbers: AP, AP50, AP75, APs, APm, APl and per-category AP.
+Multi-GPU / multi-machine runs go through detectron2's ``launch``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import nasnet_det  # noqa: F401  (first: registers the backbone, ROI heads and compat layer)
+from nasnet_det.detection import (
+    ConfigError,
+    DatasetError,
+    ImageReadError,
+    NASNetConfigError,
+    NASNetTrainer,
+    build_checkpointer,
+    check_datasets,
+    load_config,
+    register_coco_json,
+)
+from nasnet_det.detection import compat
+
+import detectron2.utils.comm as comm
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+
+TRAIN_NAME = "nasnet_train"
+TEST_NAME = "nasnet_test"
+
+
+def build_parser():
+    parser = default_argument_parser(epilog=__doc__)
+    parser.add_argument("--dataset-json", help="COCO-format instances json to train on (and to test on, "
+                        "unless --test-json is given)")
+    parser.add_argument("--image-root", help="folder with the images of --dataset-json")
+    parser.add_argument("--test-json", help="COCO-format instances json to evaluate on")
+    parser.add_argument("--test-image-root", help="folder with the images of --test-json")
+    return parser
+
+
+def register_cli_datasets(args) -> list[str]:
+    """Register --dataset-json / --test-json and return the config overrides that select them."""
+    opts: list[str] = []
+    if bool(args.dataset_json) != bool(args.image_root):
+        raise ConfigError("--dataset-json and --image-root go together")
+    if bool(args.test_json) != bool(args.test_image_root):
+        raise ConfigError("--test-json and --test-image-root go together")
+    if args.dataset_json:
+        register_coco_json(TRAIN_NAME, args.dataset_json, args.image_root)
+        opts += ["DATASETS.TRAIN", f"('{TRAIN_NAME}',)", "DATASETS.TEST", f"('{TRAIN_NAME}',)"]
+    if args.test_json:
+        register_coco_json(TEST_NAME, args.test_json, args.test_image_root)
+        opts += ["DATASETS.TEST", f"('{TEST_NAME}',)"]
+    return opts
+
+
+def setup(args):
+    """Config from file + dataset flags + trailing KEY VALUE overrides, then detectron2's setup."""
+    cfg = load_config(args.config_file, register_cli_datasets(args) + list(args.opts), freeze=False)
+    check_datasets(cfg.DATASETS.TEST if args.eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = NASNetTrainer.build_model(cfg)
+        build_checkpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = NASNetTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = NASNetTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def invoke_main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        compat.check_launch(args.num_gpus, args.num_machines)
+        if args.num_gpus * args.num_machines <= 1:
+            main(args)  # in-process: errors surface directly
+        else:
+            launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                   dist_url=args.dist_url, args=(args,))
+    except (ConfigError, DatasetError, NASNetConfigError, ImageReadError) as err:
+        logging.getLogger("nasnet_det").debug("configuration error", exc_info=True)
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    invoke_main()
