@@ -13,33 +13,14 @@ one file. ``--engine auto`` uses Graphviz when ``dot`` is on PATH and matplotlib
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 
-def _import_without_package_init() -> None:
-    """Make ``nasnet_det.space`` and ``nasnet_det.visualize`` importable without running
-    ``nasnet_det/__init__.py``, which imports torch and detectron2 (seconds) that drawing never
-    needs. The placeholder package only points Python at the real package directory."""
-    if "nasnet_det" in sys.modules:
-        return
-    spec = importlib.util.find_spec("nasnet_det")  # locates the package without executing it
-    if spec is None or not spec.submodule_search_locations:
-        return  # let the real import below report what is missing
-    package = types.ModuleType("nasnet_det")
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__file__ = spec.origin
-    sys.modules["nasnet_det"] = package
-
-
-_import_without_package_init()
-
-from nasnet_det.space import GenotypeError, list_genotypes, resolve_genotype  # noqa: E402
-from nasnet_det.visualize import ENGINES, FORMATS, DiagramError, draw_genotype  # noqa: E402
+from nasnet_det.space import GenotypeError, list_genotypes, resolve_genotype
+from nasnet_det.visualize import ENGINES, FORMATS, DiagramError, draw_genotype
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,4 +1,5 @@
 """The NASNet search space as data (standard library only): ops, genotypes, named cells."""
+from .diagram import cell_dot, genotype_dot
 from .genotype import Block, CellSpec, Genotype, GenotypeError, unused_states
 from .named import (
     AMOEBANET_A,
@@ -15,7 +16,7 @@ from .search_space import SearchSpace
 
 __all__ = [
     "AMOEBANET_A", "DARTS_V2", "NASNET_A", "PNASNET_5", "Block", "CellSpec", "Genotype",
-    "GenotypeError", "SearchSpace", "COMBINES", "EXTENDED_COMBINES", "OPS", "PAPER_COMBINES",
+    "GenotypeError", "SearchSpace", "cell_dot", "genotype_dot", "COMBINES", "EXTENDED_COMBINES", "OPS", "PAPER_COMBINES",
     "PAPER_OPS", "PARAMETER_FREE_OPS", "get_genotype", "list_genotypes", "register_genotype",
     "resolve_genotype", "unused_states",
 ]
