@@ -1,0 +1,147 @@
+"""The proxy dataset for child training: decoded once per worker, split once per search, augmented in batches.
+
+Why in-memory uint8 tensors: a search trains thousands of small children on the same few thousand
+32x32 images. Decoding JPEG/PNG files once per worker process and then augmenting whole batches
+with tensor ops keeps a child's time in the network, not in the data loader.
+
+The validation split is drawn from the *training* images with a fixed ``split_seed`` (the same for
+every child of a search), and children never see it during training: it is the reward, not a test.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import DataConfig
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
+_CACHE: dict[tuple, "ChildData"] = {}
+
+
+class DataError(ValueError):
+    """A missing or unreadable dataset; the message names the path."""
+
+
+@dataclass
+class ChildData:
+    """Train and validation images (uint8, N x 3 x H x W), labels, and the train split's channel statistics."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    mean: torch.Tensor  # (3,) in [0, 1]
+    std: torch.Tensor
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _list_imagefolder(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    folder = root / "train" if (root / "train").is_dir() else root
+    if not folder.is_dir():
+        raise DataError(f"{root}: dataset folder not found (expected <root>/train/<class>/<images>)")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{folder}: expected one sub-folder per class, found {len(classes)}")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        for path in sorted((folder / name).iterdir()):
+            if path.suffix.lower() in _IMAGE_SUFFIXES:
+                paths.append(path)
+                labels.append(label)
+    if not paths:
+        raise DataError(f"{folder}: no images found")
+    return paths, labels, classes
+
+
+def _decode(paths: list[Path], image_size: int) -> torch.Tensor:
+    from PIL import Image
+
+    out = torch.empty(len(paths), image_size, image_size, 3, dtype=torch.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if im.size != (image_size, image_size):
+                    im = im.resize((image_size, image_size), Image.BILINEAR)
+                out[i] = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(image_size, image_size, 3)
+        except OSError as err:
+            raise DataError(f"{path}: cannot read image ({err})") from None
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _load_cifar10(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    import torchvision
+
+    try:
+        ds = torchvision.datasets.CIFAR10(str(root), train=True, download=False)
+    except RuntimeError as err:
+        raise DataError(f"{root}: CIFAR-10 (torchvision layout, cifar-10-batches-py) not found: {err}") from None
+    x = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()
+    return x, torch.as_tensor(ds.targets), list(ds.classes)
+
+
+def load_child_data(cfg: DataConfig) -> ChildData:
+    """Split the training images into the children's train and held-out validation sets.
+
+    Cached per process: a worker decodes only the images the split uses, once, for all its children.
+    """
+    root = Path(cfg.root).expanduser()
+    key = (str(root.resolve()), cfg.format, cfg.image_size, cfg.val_size, cfg.train_size, cfg.split_seed)
+    if key in _CACHE:
+        return _CACHE[key]
+    if cfg.format == "cifar10":
+        x_all, y_all, classes = _load_cifar10(root)
+        n = len(x_all)
+    else:
+        paths, labels, classes = _list_imagefolder(root)
+        n = len(paths)
+    if cfg.val_size >= n:
+        raise DataError(f"data.val_size: {cfg.val_size} leaves no training images out of {n} in {cfg.root}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
+    val_idx = order[: cfg.val_size]
+    rest = order[cfg.val_size:]
+    if cfg.train_size:
+        if cfg.train_size > len(rest):
+            raise DataError(f"data.train_size: {cfg.train_size} exceeds the {len(rest)} images left after "
+                            f"the validation split in {cfg.root}")
+        rest = rest[: cfg.train_size]
+    if cfg.format == "cifar10":
+        train_x, train_y, val_x, val_y = x_all[rest], y_all[rest], x_all[val_idx], y_all[val_idx]
+    else:
+        y = torch.tensor(labels)
+        train_x = _decode([paths[i] for i in rest.tolist()], cfg.image_size)
+        val_x = _decode([paths[i] for i in val_idx.tolist()], cfg.image_size)
+        train_y, val_y = y[rest], y[val_idx]
+    scaled = train_x.float().div_(255)
+    mean = scaled.mean(dim=(0, 2, 3))
+    std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    data = ChildData(train_x, train_y, val_x, val_y, mean, std, classes)
+    _CACHE[key] = data
+    return data
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float, per-channel standardised."""
+    return (x.float().div(255) - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+
+def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after zero padding, and random horizontal flip, for a whole batch at once."""
+    b, c, h, w = x.shape
+    if pad:
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+        x = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    if flip:
+        mask = torch.rand(b, generator=generator) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
