@@ -265,7 +265,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             node = node.setdefault(part, {})
         node[parts[-1]] = parse_override_value(text)
         _merge(cfg, nested, "", "command line")
-    return validate(cfg, str(path) if path is not None else "config")
+    source = str(path) if path is not None else "config"
+    if overrides:
+        source += " + command-line overrides"
+    return validate(cfg, source)
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> SearchConfig:

@@ -128,6 +128,8 @@ def run_search(cfg: SearchConfig, output: str | Path, resume: bool = False, exec
     resubmit: deque[Trial] = deque(sorted((t for t in trials.values() if t.status in IN_FLIGHT),
                                           key=lambda t: t.trial_id))
     next_id = max(trials, default=-1) + 1
+    if hasattr(strategy, "resume_at"):
+        strategy.resume_at(next_id)
     counts = {"ok": sum(t.status == "ok" for t in finished), "failed": sum(t.status == "failed" for t in finished),
               "retries": 0}
     best: Trial | None = max((t for t in finished if t.status == "ok"), key=lambda t: t.reward, default=None)

@@ -64,12 +64,15 @@ class InlineExecutor(Executor):
 
     kind = "inline"
 
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
+
     def submit(self, task: dict[str, Any]) -> Future:
         from .child import run_trial
 
         fut: Future = Future()
         try:
-            fut.set_result(run_trial(task))
+            fut.set_result(run_trial(dict(task, threads=self.threads) if self.threads else task))
         except Exception as err:  # noqa: BLE001 - the future carries it to the driver
             fut.set_exception(TrialError(f"{type(err).__name__}: {err}\n{traceback.format_exc()}"))
         return fut
@@ -372,7 +375,7 @@ class RayExecutor(Executor):
 def build_executor(cfg: ExecutorConfig, threads: int = 1, timeout_s: float = 0.0) -> Executor:
     """The executor named by ``executor.kind``."""
     if cfg.kind == "inline":
-        return InlineExecutor()
+        return InlineExecutor(threads)
     if cfg.kind == "ray":
         return RayExecutor(cfg.ray_address, cfg.ray_num_cpus, threads, slots=cfg.workers, timeout_s=timeout_s)
     workers, devices = default_workers(cfg)

@@ -237,6 +237,29 @@ class PPOSearch(Strategy):
         self.buffer = [(list(d), float(lp), float(r)) for d, lp, r in state["buffer"]]
 
 
+class FixedList(Strategy):
+    """Proposes a given list of decision sequences in order: the retrain step reuses the driver
+    (pool, log, retries, resume) to train the top-K genotypes of a search for longer."""
+
+    name = "fixed"
+
+    def __init__(self, space: SearchSpace, items: list[list[int]]) -> None:
+        super().__init__(space, 0)
+        self.items = [list(d) for d in items]
+        self.cursor = 0
+
+    def resume_at(self, next_id: int) -> None:
+        """The driver says how many trials the log already holds; continue after them."""
+        self.cursor = next_id
+
+    def propose(self) -> Proposal:
+        if self.cursor >= len(self.items):
+            raise IndexError(f"fixed list: all {len(self.items)} architectures were already proposed")
+        item = self.items[self.cursor]
+        self.cursor += 1
+        return Proposal(item, {"list_index": self.cursor - 1})
+
+
 def build_strategy(cfg: SearchConfig, space: SearchSpace | None = None) -> Strategy:
     """The strategy named by ``cfg.strategy``, seeded by ``cfg.seed``."""
     space = space or SearchSpace(cfg.space.num_blocks, tuple(cfg.space.ops), tuple(cfg.space.combines))

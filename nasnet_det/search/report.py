@@ -1,0 +1,139 @@
+"""What a finished (or running) search hands on: top-K genotypes, the Figure 6 curve, cell diagrams.
+
+Everything here reads only the trial log, so a report can be made while the search is still
+running, from a copy of the log, or for several searches side by side (RL vs random search, as
+in the paper's Figure 6).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nasnet_det.space import Genotype
+
+from .trial_log import Trial, fold, read_records
+
+LOG_NAME = "trials.jsonl"
+
+
+def load_trials(folder_or_log: str | Path) -> list[Trial]:
+    """Trials of a search folder (or a trials.jsonl path), in sampling order."""
+    path = Path(folder_or_log)
+    if path.is_dir():
+        path = path / LOG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trial log (is this a search output folder?)")
+    return [t for _, t in sorted(fold(read_records(path)).items())]
+
+
+def top_trials(trials: list[Trial], k: int) -> list[Trial]:
+    """The k best finished trials by reward (ties: the earlier trial first)."""
+    ok = [t for t in trials if t.status == "ok" and t.reward is not None]
+    return sorted(ok, key=lambda t: (-t.reward, t.trial_id))[:k]
+
+
+def write_top_genotypes(trials: list[Trial], folder: Path, k: int, prefix: str = "") -> list[Path]:
+    """One genotype JSON per top trial (``top/rank01.json``...), plus ``top_genotypes.json`` with the
+    rewards and a ``best_genotype.json``. Each file loads with ``Genotype.from_json`` / ``resolve_genotype``."""
+    best = top_trials(trials, k)
+    top_dir = folder / "top"
+    top_dir.mkdir(parents=True, exist_ok=True)
+    paths, summary = [], []
+    for rank, t in enumerate(best, 1):
+        g = Genotype.from_dict(dict(t.genotype, name=f"{prefix}rank{rank:02d}_trial{t.trial_id}"))
+        path = top_dir / f"rank{rank:02d}.json"
+        g.to_json(path)
+        paths.append(path)
+        summary.append({"rank": rank, "trial_id": t.trial_id, "reward": t.reward, "params": t.params,
+                        "macs": t.macs, "file": str(path.relative_to(folder)), "genotype": g.to_dict()})
+    (folder / "top_genotypes.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if best:
+        Genotype.from_dict(dict(best[0].genotype, name=f"{prefix}best_trial{best[0].trial_id}")).to_json(
+            folder / "best_genotype.json")
+    return paths
+
+
+def running_top_means(rewards: list[float | None], ks: tuple[int, ...] = (1, 5, 25)) -> dict[int, list[float | None]]:
+    """For each prefix of the sampled architectures, the mean of the top-k rewards so far (None until k exist)."""
+    import heapq
+
+    out: dict[int, list[float | None]] = {k: [] for k in ks}
+    heaps: dict[int, list[float]] = {k: [] for k in ks}
+    for r in rewards:
+        for k in ks:
+            h = heaps[k]
+            if r is not None:
+                if len(h) < k:
+                    heapq.heappush(h, r)
+                elif r > h[0]:
+                    heapq.heapreplace(h, r)
+            out[k].append(sum(h) / k if len(h) == k else None)
+    return out
+
+
+def plot_reward_curves(runs: dict[str, list[Trial]], path: str | Path, ks: tuple[int, ...] = (1, 5, 25)) -> Path:
+    """The paper's Figure 6: mean top-k reward against the number of sampled architectures, per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = ["-", "--", ":", "-."]
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for i, (label, trials) in enumerate(runs.items()):
+        rewards = [t.reward if t.status == "ok" else None for t in sorted(trials, key=lambda t: t.trial_id)]
+        curves = running_top_means(rewards, ks)
+        for j, k in enumerate(ks):
+            xs = [n + 1 for n, v in enumerate(curves[k]) if v is not None]
+            ys = [v for v in curves[k] if v is not None]
+            if xs:
+                ax.plot(xs, ys, styles[j % len(styles)], color=colors[i % len(colors)], label=f"{label}: top {k}")
+    ax.set_xlabel("number of sampled architectures")
+    ax.set_ylabel("reward (validation accuracy)")
+    ax.set_title("Mean reward of the top-k architectures so far")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_best_cells(paths: list[Path], folder: Path, limit: int = 3) -> list[Path]:
+    """Cell diagrams (normal and reduction side by side) of the best genotypes, when the drawing module exists."""
+    try:
+        from nasnet_det.visualize import draw_genotype
+    except ImportError:
+        return []
+    out = []
+    for p in paths[:limit]:
+        try:
+            out.append(draw_genotype(Genotype.from_json(p), folder / "cells" / f"{p.stem}.png", cell="both",
+                                     engine="matplotlib"))
+        except Exception as err:  # noqa: BLE001 - a diagram is a nicety; the genotypes are the output
+            print(f"note: could not draw {p}: {err}")
+    return out
+
+
+def write_report(folder: str | Path, top_k: int = 10, draw: bool = True, label: str | None = None) -> dict[str, Any]:
+    """All outputs of a search folder; returns a summary dict (also written as ``summary.json``)."""
+    folder = Path(folder)
+    trials = load_trials(folder)
+    paths = write_top_genotypes(trials, folder, top_k)
+    plot = plot_reward_curves({label or folder.name: trials}, folder / "reward_curve.png")
+    cells = draw_best_cells(paths, folder) if draw else []
+    ok = [t for t in trials if t.status == "ok"]
+    summary = {
+        "sampled": len(trials), "ok": len(ok), "failed": sum(t.status == "failed" for t in trials),
+        "in_flight": sum(t.status in ("running", "retry") for t in trials),
+        "best_reward": max((t.reward for t in ok), default=None),
+        "mean_reward": sum(t.reward for t in ok) / len(ok) if ok else None,
+        "child_seconds_mean": sum(t.seconds or 0 for t in ok) / len(ok) if ok else None,
+        "top_genotypes": [str(p) for p in paths], "reward_curve": str(plot), "cell_diagrams": [str(c) for c in cells],
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,265 @@
+"""Search: controller, PPO, random/evolution, config schema, trial log, driver resume (no child training)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nasnet_det.search import (
+    ConfigError,
+    InlineExecutor,
+    PPOSearch,
+    RandomSearch,
+    RegularizedEvolution,
+    SearchError,
+    load_config,
+    run_search,
+)
+from nasnet_det.search.child import synthetic_reward
+from nasnet_det.search.controller import Controller
+from nasnet_det.search.report import load_trials, running_top_means, write_report
+from nasnet_det.search.trial_log import TrialLogError, fold, read_records
+from nasnet_det.space import Genotype, SearchSpace, resolve_genotype
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = SearchSpace()
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The controller is tiny; on a shared 2-core machine extra threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def synthetic_cfg(**extra: str):
+    opts = {"child.trainer": "synthetic", "executor.kind": "inline", "num_archs": "40", "ppo.lr": "0.01"}
+    opts.update(extra)
+    return load_config(None, [x for kv in opts.items() for x in kv])
+
+
+# ---------------------------------------------------------------- controller
+
+
+def test_controller_probabilities_sum_to_one_and_respect_growing_choice_sets():
+    torch.manual_seed(0)
+    ctrl = Controller(SPACE)
+    out = ctrl(batch_size=4)
+    assert out.decisions.shape == (4, 2 * 5 * SPACE.num_blocks)
+    for t, probs in enumerate(out.step_probs):
+        assert probs.shape == (4, SPACE.decision_sizes()[t])  # input choices grow: 2, 3, 4, 5, 6
+        assert torch.allclose(probs.sum(-1), torch.ones(4), atol=1e-6)
+    for row in out.decisions.tolist():
+        SPACE.decode(row)  # every sample is a valid genotype
+    for p in ctrl.parameters():
+        assert float(p.detach().abs().max()) <= 0.1 + 1e-7  # paper: uniform in [-0.1, 0.1]
+
+
+def test_controller_log_probs_match_the_sampled_decisions():
+    torch.manual_seed(1)
+    ctrl = Controller(SPACE)
+    sampled = ctrl(batch_size=3)
+    by_hand = torch.zeros(3)
+    for t, probs in enumerate(sampled.step_probs):
+        by_hand += torch.log(probs.gather(1, sampled.decisions[:, t:t + 1]).squeeze(1))
+    assert torch.allclose(sampled.log_prob, by_hand, atol=1e-4)
+    rescored = ctrl(decisions=sampled.decisions)  # teacher forcing gives the same numbers
+    assert torch.allclose(rescored.log_prob, sampled.log_prob, atol=1e-5)
+    assert torch.allclose(rescored.entropy, sampled.entropy, atol=1e-5)
+
+
+def _mean_last(strategy, n: int, window: int) -> float:
+    rewards = []
+    for i in range(n):
+        p = strategy.propose()
+        r = synthetic_reward(SPACE.decode(p.decisions))
+        rewards.append(r)
+        strategy.observe(i, p.decisions, r, p.info)
+    return sum(rewards[-window:]) / window
+
+
+def test_ppo_learns_synthetic_reward_better_than_random_search_across_seeds():
+    # lr 0.01 instead of the paper's 0.00035 so that 20 updates suffice in a unit test.
+    gaps = []
+    for seed in range(3):
+        ppo = _mean_last(PPOSearch(SPACE, seed, lr=0.01), 300, 60)
+        rnd = _mean_last(RandomSearch(SPACE, seed), 300, 60)
+        gaps.append(ppo - rnd)
+        assert ppo > rnd + 0.15, f"seed {seed}: PPO {ppo:.3f} vs random {rnd:.3f}"
+    assert min(gaps) > 0.15
+
+
+def test_ppo_update_moves_probability_towards_rewarded_decisions():
+    ppo = PPOSearch(SPACE, 0, lr=0.01, batch_size=4, epochs=4)
+    good = ppo.propose().decisions
+    bad = ppo.propose().decisions
+    before = float(ppo.controller(decisions=[good]).log_prob)
+    for i in range(4):
+        d, r = (good, 1.0) if i % 2 == 0 else (bad, 0.0)
+        ppo.observe(i, d, r, {"log_prob": float(ppo.controller(decisions=[d]).log_prob)})
+    assert ppo.num_updates == 1
+    assert float(ppo.controller(decisions=[good]).log_prob) > before
+
+
+def test_evolution_mutates_exactly_one_input_or_op():
+    evo = RegularizedEvolution(SPACE, 0, population=5, sample_size=2)
+    kinds = SPACE.decision_kinds()
+    for i in range(5):
+        p = evo.propose()
+        evo.observe(i, p.decisions, float(i), p.info)
+    for i in range(20):
+        parent_pool = [list(d) for d, _ in evo.population]
+        child = evo.propose().decisions
+        diffs = [min(sum(a != b for a, b in zip(child, par)) for par in parent_pool)]
+        assert diffs[0] == 1
+        changed = [j for par in parent_pool for j, (a, b) in enumerate(zip(child, par)) if a != b
+                   and sum(x != y for x, y in zip(child, par)) == 1]
+        assert all(kinds[j] in ("input", "op") for j in changed)
+        SPACE.decode(child)
+        evo.observe(5 + i, child, 0.5, {})
+
+
+def test_strategy_state_round_trip():
+    a = PPOSearch(SPACE, 3, lr=0.01, batch_size=2)
+    for i in range(3):
+        p = a.propose()
+        a.observe(i, p.decisions, 0.5 + 0.1 * i, p.info)
+    b = PPOSearch(SPACE, 99)
+    b.load_state_dict(a.state_dict())
+    assert b.propose().decisions == a.propose().decisions  # same weights and generator state
+    assert b.observed_ids == {0, 1, 2} and len(b.buffer) == 1
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["child.epoch", "3"], "unknown key 'child.epoch'"),
+    (["strategy", "rl"], "strategy: 'rl' is not one of"),
+    (["child.epochs", "two"], "child.epochs: expected an integer"),
+    (["ppo.lr", "0"], "ppo.lr: must be > 0"),
+    (["space.ops", "[sep_conv_3x3, foo]"], "unknown op 'foo'"),
+    (["evolution.sample_size", "500"], "evolution.sample_size"),
+    (["num_archs"], "KEY VALUE pairs"),
+])
+def test_config_errors_name_the_key(opts, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(REPO / "configs/search/cpu_demo.yaml", opts)
+
+
+def test_shipped_configs_load_with_paper_values(tmp_path):
+    paper = load_config(REPO / "configs/search/cifar10_paper.yaml")
+    assert (paper.num_archs, paper.child.epochs, paper.child.num_cells, paper.strategy) == (20000, 20, 2, "ppo")
+    assert (paper.ppo.lr, paper.ppo.entropy_weight, paper.ppo.baseline_decay, paper.ppo.batch_size,
+            paper.ppo.hidden_size) == (0.00035, 0.00001, 0.95, 20, 100)
+    assert paper.data.val_size == 5000 and paper.child.momentum == 0.9
+    load_config(REPO / "configs/search/cpu_demo.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("child:\n  epochs: [1\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+# ---------------------------------------------------------------- log
+
+
+def test_log_tolerates_a_torn_last_line_and_rejects_a_corrupt_middle(tmp_path):
+    cfg = synthetic_cfg(num_archs="5")
+    run_search(cfg, tmp_path / "s", executor=InlineExecutor())
+    log = tmp_path / "s" / "trials.jsonl"
+    good = log.read_text()
+    log.write_text(good + '{"trial_id": 5, "status": "runn')  # a crash mid-write
+    assert len(read_records(log)) == len(good.splitlines())
+    read_records(log, repair=True)
+    assert log.read_text() == good
+    lines = good.splitlines()
+    log.write_text("\n".join(lines[:2] + ["{garbage"] + lines[2:]) + "\n")
+    with pytest.raises(TrialLogError, match=r"trials.jsonl:3: corrupt log line"):
+        read_records(log)
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _finished_ids(folder: Path) -> list[int]:
+    return [r["trial_id"] for r in read_records(folder / "trials.jsonl") if r["status"] in ("ok", "failed")]
+
+
+def test_inline_search_writes_log_state_and_outputs(tmp_path):
+    cfg = synthetic_cfg(num_archs="40", **{"ppo.batch_size": "10"})
+    summary = run_search(cfg, tmp_path, executor=InlineExecutor())
+    assert (summary.finished, summary.ok, summary.updates) == (40, 40, 4)
+    assert sorted(_finished_ids(tmp_path)) == list(range(40))
+    rec = read_records(tmp_path / "trials.jsonl")[-1]
+    for key in ("genotype", "reward", "params", "macs", "seconds", "worker", "seed", "status"):
+        assert key in rec
+    assert (tmp_path / "strategy_state.pt").exists()
+    assert len((tmp_path / "controller_updates.jsonl").read_text().splitlines()) == 4
+    report = write_report(tmp_path, top_k=5, draw=False)
+    assert Path(report["reward_curve"]).stat().st_size > 0
+    top = json.loads((tmp_path / "top_genotypes.json").read_text())
+    assert [t["rank"] for t in top] == [1, 2, 3, 4, 5]
+    assert top[0]["reward"] == max(t.reward for t in load_trials(tmp_path))
+    g = resolve_genotype(str(tmp_path / "top" / "rank01.json"))
+    assert isinstance(g, Genotype) and Genotype.from_json(tmp_path / "best_genotype.json") is not None
+    with pytest.raises(SearchError, match="pass --resume"):
+        run_search(cfg, tmp_path, executor=InlineExecutor())
+
+
+def test_resume_replays_unobserved_rewards_and_reruns_in_flight_trials(tmp_path):
+    cfg = synthetic_cfg(num_archs="30", **{"ppo.batch_size": "10"})
+
+    class Crash(Exception):
+        pass
+
+    def crash_after(n):
+        seen = []
+
+        def hook(status, trial):
+            if status == "ok":
+                seen.append(trial.trial_id)
+                if len(seen) == n:
+                    raise Crash()
+        return hook
+
+    with pytest.raises(Crash):  # dies after 13 rewards: 1 update done, 3 rewards not yet used
+        run_search(cfg, tmp_path, executor=InlineExecutor(), on_event=crash_after(13))
+    log = tmp_path / "trials.jsonl"
+    with open(log, "a") as f:  # plus a trial that was sampled (in flight) and a torn line
+        rec = read_records(log)[0]
+        f.write(json.dumps(dict(rec, trial_id=13, status="running", reward=None)) + "\n")
+        f.write('{"trial_id": 14, "sta')
+    summary = run_search(cfg, tmp_path, resume=True, executor=InlineExecutor())
+    ids = _finished_ids(tmp_path)
+    assert sorted(ids) == list(range(30)) and len(ids) == len(set(ids))
+    assert summary.updates == 3  # 30 rewards / 10: none lost, none counted twice
+    trials = fold(read_records(log))
+    assert all(t.status == "ok" for t in trials.values())
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution"])
+def test_other_strategies_run_through_the_same_driver(tmp_path, strategy):
+    cfg = synthetic_cfg(strategy=strategy, num_archs="30", **{"evolution.population": "10",
+                                                              "evolution.sample_size": "3"})
+    summary = run_search(cfg, tmp_path, executor=InlineExecutor())
+    assert summary.ok == 30 and summary.updates == 0
+
+
+def test_failing_trainer_is_recorded_failed_without_retry(tmp_path):
+    cfg = synthetic_cfg(num_archs="3", **{"child.trainer": "nonexistent_module_xyz:train"})
+    summary = run_search(cfg, tmp_path, executor=InlineExecutor())
+    assert (summary.failed, summary.retries) == (3, 0)
+    assert "cannot import" in read_records(tmp_path / "trials.jsonl")[-1]["error"]
+
+
+def test_running_top_means():
+    curves = running_top_means([0.1, None, 0.5, 0.3, 0.9], ks=(1, 2))
+    assert curves[1] == [0.1, 0.1, 0.5, 0.5, 0.9]
+    assert curves[2][:2] == [None, None] and math.isclose(curves[2][-1], 0.7)

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Architecture search from the command line (docs/search.md).
+
+  tools/search.py --config-file configs/search/cpu_demo.yaml --output output/search_demo [KEY VALUE ...]
+  tools/search.py --output output/search_demo --resume              # continue after a crash / Ctrl-C
+  tools/search.py retrain --search output/search_demo --output output/retrain_demo --top-k 5 [KEY VALUE ...]
+  tools/search.py plot output/ppo output/random --output figure6.png  # the paper's Figure 6
+  tools/search.py report output/search_demo                          # top-K JSON, curve, cell diagrams
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _search_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tools/search.py", description="Run or resume an architecture search.",
+                                epilog="Subcommands: retrain, plot, report (tools/search.py <cmd> --help).")
+    p.add_argument("--config-file", help="configs/search/<name>.yaml (with --resume: defaults to DIR/config.yaml)")
+    p.add_argument("--output", required=True, help="search folder: log, controller state, outputs")
+    p.add_argument("--resume", action="store_true", help="continue the search in --output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="skip the top-K / plot / diagram outputs at the end")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. child.epochs 1")
+    return p
+
+
+def cmd_search(argv: list[str]) -> int:
+    from nasnet_det.search import load_config, run_search
+    from nasnet_det.search.report import write_report
+
+    args = _search_parser().parse_args(argv)
+    config_file = args.config_file
+    if config_file is None:
+        saved = Path(args.output) / "config.yaml"
+        if not (args.resume and saved.exists()):
+            raise SystemExit("error: --config-file is required (it may be omitted only with --resume on a "
+                             "search folder that has config.yaml)")
+        config_file = saved
+    cfg = load_config(config_file, args.opts)
+    summary = run_search(cfg, args.output, resume=args.resume, progress=not args.no_progress)
+    print(f"search {cfg.name}: {summary.finished}/{cfg.num_archs} architectures finished "
+          f"({summary.ok} ok, {summary.failed} failed, {summary.retries} retries) in {summary.seconds:.1f}s; "
+          f"best reward {summary.best_reward} (trial {summary.best_trial}); {summary.updates} controller updates")
+    if not args.no_report:
+        report = write_report(args.output, top_k=cfg.top_k)
+        print(f"top genotypes: {Path(args.output) / 'top_genotypes.json'}; curve: {report['reward_curve']}; "
+              f"cell diagrams: {len(report['cell_diagrams'])}")
+    return 0
+
+
+def cmd_retrain(argv: list[str]) -> int:
+    from nasnet_det.search.retrain import retrain_top
+
+    p = argparse.ArgumentParser(prog="tools/search.py retrain",
+                                description="Retrain the top-K genotypes of a search longer and pick the winner.")
+    p.add_argument("--search", required=True, help="the search output folder")
+    p.add_argument("--output", required=True, help="retrain output folder")
+    p.add_argument("--top-k", type=int, default=250, help="how many to retrain (paper: 250)")
+    p.add_argument("--epochs", type=int, default=0, help="epochs per child (default: 5x the search's)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the search's config")
+    args = p.parse_args(argv)
+    out = retrain_top(args.search, args.output, args.top_k, args.epochs or None, args.opts, args.resume,
+                      progress=not args.no_progress)
+    w = out["winner"]
+    print(f"winner: search trial {w['search_trial']} (search reward {w['search_reward']:.4f}) -> retrained "
+          f"reward {w['retrain_reward']:.4f} after {w['epochs']} epochs; genotype: {w['genotype_file']}")
+    return 0
+
+
+def cmd_plot(argv: list[str]) -> int:
+    from nasnet_det.search.report import load_trials, plot_reward_curves
+
+    p = argparse.ArgumentParser(prog="tools/search.py plot", description="Figure 6 for one or more searches.")
+    p.add_argument("folders", nargs="+", help="search output folders")
+    p.add_argument("--labels", nargs="*", help="one label per folder (default: folder names)")
+    p.add_argument("--output", required=True, help="image file, e.g. figure6.png")
+    args = p.parse_args(argv)
+    labels = args.labels or [Path(f).name for f in args.folders]
+    if len(labels) != len(args.folders):
+        raise SystemExit(f"error: --labels: {len(labels)} labels for {len(args.folders)} folders")
+    path = plot_reward_curves({lab: load_trials(f) for lab, f in zip(labels, args.folders)}, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(argv: list[str]) -> int:
+    from nasnet_det.search.report import write_report
+
+    p = argparse.ArgumentParser(prog="tools/search.py report", description="Outputs of a search folder.")
+    p.add_argument("folder")
+    p.add_argument("--top-k", type=int, default=10)
+    args = p.parse_args(argv)
+    report = write_report(args.folder, top_k=args.top_k)
+    print(f"{report['ok']} ok / {report['sampled']} sampled; best {report['best_reward']}; "
+          f"wrote {len(report['top_genotypes'])} genotypes, {report['reward_curve']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from nasnet_det.search.config import ConfigError
+    from nasnet_det.search.data import DataError
+    from nasnet_det.search.driver import SearchError
+    from nasnet_det.search.trial_log import TrialLogError
+    from nasnet_det.space import GenotypeError
+
+    commands = {"retrain": cmd_retrain, "plot": cmd_plot, "report": cmd_report}
+    try:
+        if argv and argv[0] in commands:
+            return commands[argv[0]](argv[1:])
+        return cmd_search(argv)
+    except (ConfigError, SearchError, GenotypeError, DataError, TrialLogError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are in the log; continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
