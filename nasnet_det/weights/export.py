@@ -77,8 +77,11 @@ def export_to_detectron2(classifier_state: dict, cfg, out_path: str | os.PathLik
     if check:
         from detectron2.modeling import build_model
 
+        meta_cfg = cfg.clone()
+        meta_cfg.defrost()
+        meta_cfg.MODEL.DEVICE = "meta"  # names and shapes only: no memory, no init time
         with torch.device("meta"):
-            detector = build_model(cfg.clone() if hasattr(cfg, "clone") else cfg)
+            detector = build_model(meta_cfg)
         own = detector.state_dict()
         dropped = _place_dropped_backbone_keys(classifier_state, mapped, list(dropped), set(own), notes)
         missing = [k for k in own if k not in mapped and not k.startswith(DETECTOR_ONLY_PREFIXES)
