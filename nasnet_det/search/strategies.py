@@ -161,6 +161,7 @@ class PPOSearch(Strategy):
         self.grad_clip = grad_clip
         self.baseline: float | None = None
         self.buffer: list[tuple[list[int], float, float]] = []  # (decisions, old log-prob, reward)
+        self._queue: list[Proposal] = []  # sampled from the current policy, not yet handed out
         self.last_stats: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -177,10 +178,18 @@ class PPOSearch(Strategy):
                 self.torch.set_num_threads(before)
 
     def propose(self) -> Proposal:
-        with self._one_thread(), self.torch.no_grad():
-            out = self.controller(1, generator=self.generator)
-        return Proposal(out.decisions[0].tolist(), {"log_prob": float(out.log_prob[0]),
-                                                    "policy_version": self.num_updates})
+        """One architecture from the current policy.
+
+        Sequences are sampled ``batch_size`` at a time (one batched LSTM pass costs about as much as
+        a single one) and handed out one by one; the queue is dropped at every update, so each
+        proposal still comes from the policy current when it is handed out.
+        """
+        if not self._queue:
+            with self._one_thread(), self.torch.no_grad():
+                out = self.controller(self.batch_size, generator=self.generator)
+            self._queue = [Proposal(d, {"log_prob": float(lp), "policy_version": self.num_updates})
+                           for d, lp in zip(out.decisions.tolist(), out.log_prob.tolist())]
+        return self._queue.pop(0)
 
     def _observe(self, decisions: list[int], reward: float | None, info: dict[str, Any]) -> bool:
         if reward is None:
@@ -195,6 +204,7 @@ class PPOSearch(Strategy):
         with self._one_thread():
             self.update(self.buffer)
         self.buffer = []
+        self._queue = []
         return True
 
     def update(self, batch: list[tuple[list[int], float, float]]) -> dict[str, float]:
@@ -235,6 +245,7 @@ class PPOSearch(Strategy):
         self.generator.set_state(state["generator"])
         self.baseline = state["baseline"]
         self.buffer = [(list(d), float(lp), float(r)) for d, lp, r in state["buffer"]]
+        self._queue = []
 
 
 class FixedList(Strategy):
