@@ -23,7 +23,7 @@ from torch import nn
 from ..space.genotype import CellSpec
 from .drop_path import drop_path, drop_path_keep_prob
 from .factorized_reduction import FactorizedReduction
-from .ops import ConvBN, NormFactory, ReLUConvBN, build_op
+from .ops import ConvBN, LeadingReLU, NormFactory, ReLUConvBN, build_op
 
 
 def _combine_norm(combine: str, channels: int) -> nn.Module | None:
@@ -96,7 +96,8 @@ class Cell(nn.Module):
         # 2. Blocks. Track every state's (width, reduced?) to size the ops and the output fix-ups.
         widths = [filters, prev_width]
         reduced = [False, False]  # relative to h_i's resolution; block outputs are at the cell's output one
-        self._block_plan: list[tuple[int, int, bool, bool, str]] = []
+        # per block: (input 0, input 1, drop-path left?, right?, left starts with ReLU?, right?, combine)
+        self._block_plan: list[tuple[int, int, bool, bool, bool, bool, str]] = []
         for k, block in enumerate(spec.blocks):
             outs = []
             for side, (idx, op_name) in zip(("left", "right"), zip(block.inputs, block.ops)):
@@ -108,9 +109,10 @@ class Cell(nn.Module):
             norm_mod = _combine_norm(block.combine, width)
             if norm_mod is not None:
                 self.add_module(f"comb_iter_{k}_norm", norm_mod)
+            left, right = self._modules[f"comb_iter_{k}_left"], self._modules[f"comb_iter_{k}_right"]
             self._block_plan.append(
                 (block.inputs[0], block.inputs[1], block.ops[0] != "identity", block.ops[1] != "identity",
-                 block.combine)
+                 isinstance(left, LeadingReLU), isinstance(right, LeadingReLU), block.combine)
             )
             widths.append(width)
             reduced.append(stride == 2)
@@ -153,9 +155,17 @@ class Cell(nn.Module):
         if self.training and self.drop_path_keep_prob < 1.0:
             keep = self.current_keep_prob()
         modules = self._modules
-        for k, (i0, i1, drop0, drop1, combine) in enumerate(self._block_plan):
-            a = modules[f"comb_iter_{k}_left"](states[i0])
-            b = modules[f"comb_iter_{k}_right"](states[i1])
+        relued: dict[int, torch.Tensor] = {}  # relu(state) computed once, shared by the ops reading it
+
+        def activated(i: int) -> torch.Tensor:
+            if i not in relued:
+                relued[i] = F.relu(states[i])
+            return relued[i]
+
+        for k, (i0, i1, drop0, drop1, relu0, relu1, combine) in enumerate(self._block_plan):
+            left, right = modules[f"comb_iter_{k}_left"], modules[f"comb_iter_{k}_right"]
+            a = left.body(activated(i0)) if relu0 else left(states[i0])
+            b = right.body(activated(i1)) if relu1 else right(states[i1])
             if keep < 1.0:
                 if drop0:
                     a = drop_path(a, keep)

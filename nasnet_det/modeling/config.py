@@ -7,7 +7,7 @@ TF's (docs NASNET_SPEC.md sections 4 and 7; AmoebaNet from tensorflow/tpu ``amoe
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..space.genotype import Genotype
@@ -53,7 +53,6 @@ class NASNetConfig:
     bn_eps: float = 1e-3
     bn_momentum: float = 0.0003  # PyTorch momentum = 1 - TF decay
     weight_decay: float = 4e-5  # recorded for training code; the model does not use it
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.genotype = resolve_genotype(self.genotype)

@@ -77,9 +77,8 @@ class NASNet(nn.Module):
         # Stem convolution.
         if imagenet:
             stem_channels = cfg.stem_filters or int(32 * cfg.stem_multiplier)
-            self.conv0 = ConvBN(3, stem_channels, 3, 2, norm)
-            self.conv0.conv.padding = (0, 0)  # TF: VALID (the detection extractor keeps it too)
-            self.conv0.conv._dynamic = False
+            # TF: 3x3 stride 2 VALID (the detection extractor keeps VALID too)
+            self.conv0 = ConvBN(3, stem_channels, 3, 2, norm, padding="valid")
         else:
             stem_channels = cfg.stem_filters or int(cfg.num_conv_filters * cfg.stem_multiplier)
             self.conv0 = ConvBN(3, stem_channels, 3, 1, norm)

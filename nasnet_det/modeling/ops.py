@@ -23,16 +23,29 @@ NormFactory = Callable[[int], nn.Module]
 class ConvBN(nn.Module):
     """conv -> BN, no activation (stems, projections after a pool, the cell-output fix-up)."""
 
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, norm: NormFactory) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, kernel_size: int, stride: int, norm: NormFactory, padding: str = "same"
+    ) -> None:
         super().__init__()
-        self.conv = Conv2dSame(c_in, c_out, kernel_size, stride)
+        self.conv = Conv2dSame(c_in, c_out, kernel_size, stride, padding=padding)
         self.bn = norm(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
 
 
-class ReLUConvBN(nn.Module):
+class LeadingReLU(nn.Module):
+    """An op that starts with a ReLU. ``body`` takes the already-activated input, so a cell can
+    compute ``relu(state)`` once for all the ops reading that state instead of once per op."""
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(F.relu(x))
+
+
+class ReLUConvBN(LeadingReLU):
     """ReLU -> conv (TF SAME) -> BN: TF-slim's order inside every cell."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, norm: NormFactory) -> None:
@@ -40,8 +53,8 @@ class ReLUConvBN(nn.Module):
         self.conv = Conv2dSame(c_in, c_out, kernel_size, stride)
         self.bn = norm(c_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(F.relu(x)))
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
 
 
 class SeparableConv2d(nn.Module):
@@ -56,7 +69,7 @@ class SeparableConv2d(nn.Module):
         return self.pointwise_conv2d(self.depthwise_conv2d(x))
 
 
-class SepConvStack(nn.Module):
+class SepConvStack(LeadingReLU):
     """``separable_KxK_2``: [ReLU, sep conv, BN] twice; stride on the first, the first maps C_in -> F."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, norm: NormFactory) -> None:
@@ -66,12 +79,12 @@ class SepConvStack(nn.Module):
         self.separable_2 = SeparableConv2d(c_out, c_out, kernel_size, 1)
         self.bn_sep_2 = norm(c_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn_sep_1(self.separable_1(F.relu(x)))
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn_sep_1(self.separable_1(x))
         return self.bn_sep_2(self.separable_2(F.relu(x)))
 
 
-class DilatedSepConv(nn.Module):
+class DilatedSepConv(LeadingReLU):
     """``dil_conv_3x3`` (DARTS): ONE ReLU -> dilated depthwise (rate 2) -> pointwise -> BN."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, norm: NormFactory, dilation: int = 2) -> None:
@@ -79,11 +92,11 @@ class DilatedSepConv(nn.Module):
         self.separable = SeparableConv2d(c_in, c_out, 3, stride, dilation=dilation)
         self.bn = norm(c_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.separable(F.relu(x)))
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.separable(x))
 
 
-class FactorizedConv(nn.Module):
+class FactorizedConv(LeadingReLU):
     """``conv_1x7_7x1`` / ``conv_1x3_3x1`` as AmoebaNet's TF code builds them: a bottleneck.
 
     ReLU -> 1x1 to the reduced width -> BN -> ReLU -> 1xK (stride [1, s]) -> BN -> ReLU -> Kx1
@@ -108,8 +121,7 @@ class FactorizedConv(nn.Module):
             self.post_conv = nn.Conv2d(mid, c_out, 1, bias=False)
             self.post_bn = norm(c_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(x)
+    def body(self, x: torch.Tensor) -> torch.Tensor:
         if self.bottleneck:
             x = F.relu(self.pre_bn(self.pre_conv(x)))
         x = F.relu(self.bn_1xk(self.conv_1xk(x)))

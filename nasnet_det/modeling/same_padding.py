@@ -46,7 +46,10 @@ def _static_padding(kernel, stride, dilation) -> tuple[int, int] | None:
 
 
 class Conv2dSame(nn.Conv2d):
-    """``nn.Conv2d`` with TF SAME padding (no bias by default: every TF-slim conv here is followed by BN)."""
+    """``nn.Conv2d`` with TF SAME padding (no bias by default: every TF-slim conv here is followed by BN).
+
+    ``padding="valid"`` gives TF VALID (no padding), used by the ImageNet stem conv.
+    """
 
     def __init__(
         self,
@@ -57,9 +60,12 @@ class Conv2dSame(nn.Conv2d):
         dilation: int | tuple[int, int] = 1,
         groups: int = 1,
         bias: bool = False,
+        padding: str = "same",
     ) -> None:
         kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
-        static = _static_padding(kernel_size, stride, dilation)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding: expected 'same' or 'valid', got {padding!r}")
+        static = (0, 0) if padding == "valid" else _static_padding(kernel_size, stride, dilation)
         super().__init__(
             in_channels, out_channels, kernel_size, stride,
             padding=static if static is not None else 0, dilation=dilation, groups=groups, bias=bias,
