@@ -1,0 +1,186 @@
+"""Step builders: each returns a zero-argument callable that runs ONE measured unit of work.
+
+The same builders serve the in-process alternating timer and the fresh-subprocess memory jobs
+(``benchmarks.common.measure_memory`` names them as ``"benchmarks.builders:<function>"``), so
+both numbers come from exactly the same code path.
+
+Weights: "ours" vs a timm peer always carry the SAME weights: the timm model is built with a
+fixed seed and its state dict is converted into ours with ``nasnet_det.weights.convert.convert_timm``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+TIMM_PEERS = {"nasnet_a_large": "nasnetalarge", "pnasnet5_large": "pnasnet5large"}
+
+
+def _input(batch: int, size: int, seed: int = 123) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, size, size, generator=g)
+
+
+def _timm_model(timm_name: str, seed: int) -> torch.nn.Module:
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model(timm_name, pretrained=False)
+
+
+def _randomize_bn_stats(model: torch.nn.Module, seed: int) -> None:
+    """Non-trivial BN statistics so BN folding is exercised (fresh init has mean 0 / var 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.2 - 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.5 + 0.75)
+
+
+def build_pair_models(name: str, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """(ours, timm peer) with identical weights; peer is None when timm has no such model."""
+    from nasnet_det.modeling import create_model
+
+    timm_name = TIMM_PEERS.get(name)
+    if timm_name is None:
+        torch.manual_seed(seed)
+        ours = create_model(name, use_aux_head=False)
+        _randomize_bn_stats(ours, seed)
+        return ours, None
+    from nasnet_det.weights.convert import convert_timm
+
+    peer = _timm_model(timm_name, seed)
+    _randomize_bn_stats(peer, seed)
+    ours = create_model(name, num_classes=peer.num_classes, use_aux_head=False)
+    state, _report = convert_timm(peer.state_dict(), ours)
+    ours.load_state_dict(state, strict=True)
+    return ours, peer
+
+
+def classifier_models(name: str, impl: str, optimized: bool = False, bf16: bool = False,
+                      seed: int = 0) -> torch.nn.Module:
+    """One classifier in eval mode: ``impl`` "ours" (optionally optimized) or "timm"."""
+    ours, peer = build_pair_models(name, seed)
+    if impl == "timm":
+        if peer is None:
+            raise ValueError(f"timm has no peer for {name}")
+        return peer.eval()
+    ours.eval()
+    if optimized:
+        from nasnet_det.modeling.inference import optimize_for_inference
+
+        ours = optimize_for_inference(ours, bf16=bf16, inplace=True)
+    return ours
+
+
+def classifier(name: str, impl: str, batch: int, size: int, optimized: bool = False, bf16: bool = False,
+               seed: int = 0) -> Callable[[], Any]:
+    """Inference step: one forward of a ``batch`` of ``size``x``size`` images under inference_mode."""
+    model = classifier_models(name, impl, optimized, bf16, seed)
+    x = _input(batch, size)
+
+    def step() -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+
+    return step
+
+
+def training_models(name: str, impl: str, seed: int = 0) -> torch.nn.Module:
+    """A classifier in train mode with the same weights on both sides.
+
+    Ours: no aux head (timm's nasnetalarge has none) and drop-path progress 0 (keep = 1, like timm,
+    which has no drop-path by default); dropout is on in both (it costs nothing measurable).
+    """
+    ours, peer = build_pair_models(name, seed)
+    model = peer if impl == "timm" else ours
+    return model.train()
+
+
+def training(name: str, impl: str, batch: int, size: int, memory_saving: bool = False, seed: int = 0
+             ) -> Callable[[], Any]:
+    """One SGD-with-momentum step: zero_grad(set_to_none) -> forward -> cross-entropy -> backward -> step."""
+    model = training_models(name, impl, seed)
+    if memory_saving:
+        from nasnet_det.modeling.memory import enable_memory_saving
+
+        enable_memory_saving(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    x = _input(batch, size)
+    g = torch.Generator().manual_seed(seed + 1)
+    num_classes = model.classifier.out_features if hasattr(model, "classifier") else model.num_classes
+    y = torch.randint(0, num_classes, (batch,), generator=g)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        if isinstance(out, tuple):
+            out = out[0]
+        loss = loss_fn(out, y)
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------------
+# Detectors
+# ---------------------------------------------------------------------------------------------------
+def detector_cfg(which: str, size: int):
+    """detectron2 config of a detector on CPU with random weights, testing at a fixed ``size``."""
+    if which == "r50_c4":
+        from detectron2 import model_zoo
+        from detectron2.config import get_cfg
+
+        cfg = get_cfg()
+        cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_C4_1x.yaml"))
+    else:
+        from nasnet_det.detection import load_config
+
+        path = {"nasnet_mobile": "configs/nasnet_a_mobile_frcnn.yaml",
+                "nasnet_large": "configs/nasnet_a_large_frcnn.yaml"}[which]
+        from benchmarks.common import REPO
+
+        cfg = load_config(str(REPO / path), freeze=False)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    cfg.freeze()
+    return cfg
+
+
+def configured_test_size(which: str) -> int:
+    """The square test input a NASNet detector config asks for (INPUT.FIXED_SIZE_TEST)."""
+    cfg = detector_cfg(which, 0)
+    fixed = cfg.INPUT.get("FIXED_SIZE_TEST", None)
+    if isinstance(fixed, str):
+        fixed = eval(fixed, {"__builtins__": {}})  # the yaml stores "(600, 600)"
+    return int(fixed[0]) if fixed else int(cfg.INPUT.MIN_SIZE_TEST)
+
+
+def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0) -> torch.nn.Module:
+    from detectron2.modeling import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(detector_cfg(which, size)).eval()
+    if optimized and which != "r50_c4":
+        from nasnet_det.modeling.inference import optimize_detector_for_inference
+
+        optimize_detector_for_inference(model)
+    return model
+
+
+def detector(which: str, size: int, optimized: bool = False, seed: int = 0) -> Callable[[], Any]:
+    """Inference on one ``size``x``size`` image (model-side preprocessing included, no data loading)."""
+    model = detector_model(which, size, optimized, seed)
+    g = torch.Generator().manual_seed(seed + 7)
+    image = (torch.rand(3, size, size, generator=g) * 255).float()
+    inputs = [{"image": image, "height": size, "width": size}]
+
+    def step():
+        with torch.inference_mode():
+            return model(inputs)
+
+    return step

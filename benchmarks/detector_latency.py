@@ -1,0 +1,74 @@
+"""Detector latency per image (ms) and peak memory: NASNet-A Faster R-CNNs vs detectron2's R50-C4.
+
+    .venv/bin/python -m benchmarks.detector_latency                     # mobile @600 and large @1200
+    .venv/bin/python -m benchmarks.detector_latency --which mobile
+
+All detectors have random weights (speed does not depend on them, except through how many
+proposals survive NMS: each model uses its own config's test settings, i.e. R50-C4's model-zoo
+1000 post-NMS proposals and NASNet's TF-config 50) and run on CPU on the same synthetic image of
+the NASNet config's fixed test size; the R50-C4 model gets that same image size (its model-side
+preprocessing does not resize; ResizeShortestEdge lives in the data mapper, not used here).
+R50-C4: ``COCO-Detection/faster_rcnn_R_50_C4_1x.yaml`` from detectron2's model zoo, MODEL.DEVICE cpu.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from benchmarks import builders
+from benchmarks.common import (
+    apply_threads, base_parser, machine_info, measure_memory, print_table, time_alternating, write_json,
+)
+
+NASNETS = {"mobile": "nasnet_mobile", "large": "nasnet_large"}
+COLUMNS = [("detector", "detector", ""), ("size", "input", "d"), ("ms", "ms / image", ".0f"),
+           ("cpu_ms", "cpu ms / image", ".0f"), ("speedup_vs_r50", "x R50-C4 (wall)", ".2f"),
+           ("cpu_speedup_vs_r50", "x R50-C4 (cpu)", ".2f"), ("peak_mb", "peak MB", ".0f"),
+           ("delta_mb", "step delta MB", ".0f"), ("num_detections", "dets", "d")]
+
+
+def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, Any]]:
+    det = NASNETS[which]
+    size = builders.configured_test_size(det)
+    contenders = {f"{det}": dict(which=det, optimized=False), f"{det}_fast": dict(which=det, optimized=True),
+                  "r50_c4": dict(which="r50_c4", optimized=False)}
+    steps = {k: builders.detector(size=size, **kw) for k, kw in contenders.items()}
+    outs = {k: s() for k, s in steps.items()}  # warm-up
+    print(f"== detectors @ {size}x{size}: {iters} alternating runs of {list(steps)}", flush=True)
+    timings = time_alternating(steps, iters, warmup=0) if timing else {}
+    rows = []
+    for k, kw in contenders.items():
+        row: dict[str, Any] = {"detector": k, "size": size,
+                               "num_detections": len(outs[k][0]["instances"])}
+        if timings:
+            row.update(ms=1e3 * timings[k].wall_median, cpu_ms=1e3 * timings[k].cpu_median,
+                       runs=timings[k].as_dict())
+        if memory:
+            row["memory"] = measure_memory("benchmarks.builders:detector", dict(size=size, **kw))
+            row["peak_mb"], row["delta_mb"] = row["memory"]["peak_mb"], row["memory"]["delta_mb"]
+        rows.append(row)
+    if timings:
+        base = rows[-1]
+        for r in rows:
+            r["speedup_vs_r50"] = base["ms"] / r["ms"]
+            r["cpu_speedup_vs_r50"] = base["cpu_ms"] / r["cpu_ms"]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = base_parser(__doc__)
+    p.add_argument("--which", nargs="+", default=["mobile", "large"], choices=list(NASNETS))
+    p.add_argument("--memory-only", action="store_true")
+    p.add_argument("--tag", default="")
+    args = p.parse_args(argv)
+    apply_threads(args.threads)
+    print(machine_info(), flush=True)
+    rows = []
+    for w in args.which:
+        rows += run(w, args.iters or 3, not args.no_memory, not args.memory_only)
+    table = print_table(rows, COLUMNS)
+    write_json("detector_latency" + args.tag, {"rows": rows, "table": table, "argv": sys.argv})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""The speed / memory paths compute the same function as the plain model (equality only, no timings).
+
+Tiny networks keep this file well under a minute on 2 shared cores; the benchmarks run the real ones.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import pytest
+import torch
+
+from nasnet_det.modeling import Cell, build_nasnet, create_model
+from nasnet_det.modeling.inference import (
+    InferenceCell, InferenceNASNet, fold_batchnorm, optimize_detector_for_inference, optimize_for_inference,
+)
+from nasnet_det.modeling.memory import (
+    CheckpointedCell, disable_memory_saving, enable_memory_saving, memory_saving_enabled,
+)
+
+FP32_TOL = 1e-4  # max |diff| relative to max |reference|: BN folding reorders a few float ops
+BF16_TOL = 5e-2  # bf16 keeps 8 mantissa bits; errors compound over ~10 cells
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: on a shared 2-core box OpenMP spinning makes 2 threads slower, not faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial BN statistics and affines, so folding is really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
+    return model
+
+
+def _tiny(genotype: str = "nasnet_a", **kw) -> torch.nn.Module:
+    """An ImageNet-skeleton network (stem cells, factorized reductions, skip input) a few MFLOPs big."""
+    torch.manual_seed(0)
+    kw.setdefault("num_cells", 3)
+    kw.setdefault("penultimate_filters", 192 if genotype == "nasnet_a" else 160)
+    return _randomize(build_nasnet(genotype, dataset="imagenet", num_classes=10, **kw)).eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
+
+
+MODELS = {
+    "nasnet_a": lambda: _tiny("nasnet_a"),
+    "nasnet_a_skip": lambda: _tiny("nasnet_a", skip_reduction_layer_input=True),
+    "pnasnet5": lambda: _tiny("pnasnet5", reduction_style="stride", skip_reduction_layer_input=True),
+    "amoebanet_a": lambda: _tiny("amoebanet_a", penultimate_filters=128),
+    "cifar": lambda: _randomize(build_nasnet("nasnet_a", dataset="cifar", num_cells=3, penultimate_filters=96,
+                                             num_classes=10)).eval(),
+}
+
+
+def _input(model, batch: int = 2) -> torch.Tensor:
+    size = 32 if model.config.dataset == "cifar" else 67  # odd size: TF SAME asymmetric pads + odd FR
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("opts", [
+    dict(channels_last=False, fast_cells=False),  # BN folding alone
+    dict(fold_bn=False, channels_last=True, fast_cells=False),  # channels_last alone
+    dict(fold_bn=False, channels_last=False, fast_cells=True),  # shared ReLUs / in-place adds alone
+    dict(),  # everything (the default)
+], ids=["fold", "channels_last", "fast_cells", "all"])
+def test_inference_paths_match_plain(name, opts):
+    model = MODELS[name]()
+    x = _input(model)
+    fast = optimize_for_inference(model, **opts)
+    with torch.inference_mode():
+        ref, out = model(x), fast(x)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert _rel(out, ref) < FP32_TOL
+
+
+def test_even_input_and_batch_one():
+    model = MODELS["nasnet_a"]()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert _rel(optimize_for_inference(model)(x), model(x)) < FP32_TOL
+
+
+def test_bf16_within_its_tolerance():
+    model = MODELS["nasnet_a"]()
+    x = _input(model)
+    fast = optimize_for_inference(model, bf16=True)
+    with torch.inference_mode():
+        ref, out = model(x), fast(x)
+    assert out.dtype == torch.float32
+    assert _rel(out, ref) < BF16_TOL
+
+
+def test_optimized_model_keeps_the_contract():
+    model = MODELS["nasnet_a_skip"]()
+    fast = optimize_for_inference(model)
+    assert isinstance(fast, InferenceNASNet) and all(isinstance(c, InferenceCell) for c in fast.cells)
+    assert type(model) is not InferenceNASNet and all(type(c) is Cell for c in model.cells)  # copy by default
+    # folded BNs are gone, every other key is unchanged
+    plain_keys = {k for k in model.state_dict() if ".bn" not in k and "_bn" not in k}
+    assert plain_keys <= set(fast.state_dict()) | {k for k in plain_keys if k.endswith(".bias")}
+    # a contiguous slice through forward_cells (what the detection heads run)
+    x = _input(model)
+    k = model.reduction_indices[0] + 2  # past the skip-input cell after the first reduction
+    with torch.inference_mode():
+        a = model.forward_cells(*model.stem(x), 0, k)
+        b = fast.forward_cells(*fast.stem(x), 0, k)
+        assert _rel(b[1], a[1]) < FP32_TOL and _rel(b[0], a[0]) < FP32_TOL
+        tail_a = model.forward_cells(a[0], a[1], k, None)[1]
+        tail_b = fast.forward_cells(a[0], a[1], k, None)[1]
+        assert _rel(tail_b, tail_a) < FP32_TOL
+        assert _rel(fast.forward_features(x), model.forward_features(x)) < FP32_TOL
+
+
+def test_fold_batchnorm_counts_and_is_exact_per_module():
+    model = MODELS["amoebanet_a"]()  # has the 1x7/7x1 bottleneck op
+    ref_model = copy.deepcopy(model)
+    n = fold_batchnorm(model)
+    assert n > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.cells.modules())
+    x = _input(model)
+    with torch.no_grad():
+        assert _rel(model(x), ref_model(x)) < FP32_TOL
+
+
+def test_training_mode_falls_back_to_plain_cells():
+    model = MODELS["nasnet_a"]()
+    fast = optimize_for_inference(model, fold_bn=False, channels_last=False)
+    fast.train()
+    model.train()
+    x = _input(model)
+    torch.manual_seed(3)
+    a = model(x)
+    torch.manual_seed(3)
+    b = fast(x)
+    for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        assert torch.equal(u, v)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training memory saving
+# ---------------------------------------------------------------------------------------------------
+def _train_step(model, x, y, seed=7):
+    torch.manual_seed(seed)  # drop-path masks and dropout
+    out = model(x)
+    logits, aux = out if isinstance(out, tuple) else (out, None)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    if aux is not None:
+        loss = loss + 0.4 * torch.nn.functional.cross_entropy(aux, y)
+    loss.backward()
+    return loss.detach()
+
+
+@pytest.mark.parametrize("name", ["nasnet_a", "pnasnet5"])
+def test_checkpointing_gives_identical_training_step(name):
+    model = MODELS[name]()
+    model.config  # noqa: B018 - the network exposes its config
+    model.train()
+    model.set_drop_path_progress(0.7)  # drop-path active: recomputation must replay the same masks
+    for c in model.cells:
+        c.drop_path_keep_prob = 0.6
+    ckpt = enable_memory_saving(copy.deepcopy(model))
+    assert memory_saving_enabled(ckpt) and all(isinstance(c, CheckpointedCell) for c in ckpt.cells)
+    assert list(ckpt.state_dict()) == list(model.state_dict())
+    x, y = _input(model), torch.tensor([1, 3])
+    la, lb = _train_step(model, x, y), _train_step(ckpt, x, y)
+    assert torch.equal(la, lb)
+    for (n, p), q in zip(model.named_parameters(), ckpt.parameters()):
+        assert (p.grad is None) == (q.grad is None), n
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7), n
+    for (n, b), c in zip(model.named_buffers(), ckpt.buffers()):  # BN stats updated exactly once
+        assert torch.equal(b, c), n
+    disable_memory_saving(ckpt)
+    assert not memory_saving_enabled(ckpt) and all(type(c) is Cell for c in ckpt.cells)
+
+
+def test_checkpointing_is_inert_in_eval_and_no_grad():
+    model = MODELS["nasnet_a"]()
+    ckpt = enable_memory_saving(copy.deepcopy(model)).eval()
+    x = _input(model)
+    with torch.no_grad():
+        assert torch.equal(ckpt(x), model(x))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("detectron2") is None, reason="detectron2 is not installed")
+def test_detector_stages_match_after_optimizing():
+    from detectron2.modeling import build_model
+
+    from benchmarks.builders import detector_cfg
+
+    torch.manual_seed(0)
+    cfg = detector_cfg("nasnet_mobile", 0)
+    cfg.defrost()
+    cfg.MODEL.NASNET.NUM_CELLS = 3
+    cfg.MODEL.NASNET.PENULTIMATE_FILTERS = 192
+    cfg.freeze()
+    det = build_model(cfg).eval()
+    _randomize(det)
+    for m in det.modules():  # FrozenBN buffers too
+        if type(m).__name__ == "FrozenBatchNorm2d":
+            m.running_var.uniform_(0.5, 1.5)
+            m.running_mean.uniform_(-0.5, 0.5)
+    ref = copy.deepcopy(det)
+    optimize_detector_for_inference(det)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode():
+        fa, fb = ref.backbone(x), det.backbone(x)
+        for k in fa:
+            assert _rel(fb[k], fa[k]) < FP32_TOL
+        pooled = torch.randn(3, ref.roi_heads.res5.split_channels[0] + ref.roi_heads.res5.split_channels[1], 9, 9)
+        assert _rel(det.roi_heads.res5(pooled), ref.roi_heads.res5(pooled)) < FP32_TOL
+
+
+@pytest.mark.slow
+def test_compiled_cells_match_plain():
+    model = MODELS["cifar"]()
+    fast = optimize_for_inference(model, compile=True)
+    x = _input(model)
+    with torch.inference_mode():
+        assert _rel(fast(x), model(x)) < FP32_TOL
+
+
+def test_rejects_non_nasnet():
+    with pytest.raises(TypeError):
+        optimize_for_inference(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError):
+        enable_memory_saving(torch.nn.Linear(2, 2))
+
+
+def test_published_mobile_smoke():
+    """The real NASNet-A Mobile at a small input: all fast paths together agree with the plain model."""
+    torch.manual_seed(0)
+    model = _randomize(create_model("nasnet_a_mobile", use_aux_head=False)).eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode():
+        assert _rel(optimize_for_inference(model)(x), model(x)) < FP32_TOL
