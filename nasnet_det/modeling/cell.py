@@ -96,8 +96,9 @@ class Cell(nn.Module):
         # 2. Blocks. Track every state's (width, reduced?) to size the ops and the output fix-ups.
         widths = [filters, prev_width]
         reduced = [False, False]  # relative to h_i's resolution; block outputs are at the cell's output one
-        # per block: (input 0, input 1, drop-path left?, right?, left starts with ReLU?, right?, combine)
-        self._block_plan: list[tuple[int, int, bool, bool, bool, bool, str]] = []
+        # per block: (input 0, input 1, drop-path left?, drop-path right?, combine); subclasses
+        # (modeling/inference.py, memory.py) unpack this 5-tuple, keep its layout.
+        self._block_plan: list[tuple[int, int, bool, bool, str]] = []
         for k, block in enumerate(spec.blocks):
             outs = []
             for side, (idx, op_name) in zip(("left", "right"), zip(block.inputs, block.ops)):
@@ -109,10 +110,9 @@ class Cell(nn.Module):
             norm_mod = _combine_norm(block.combine, width)
             if norm_mod is not None:
                 self.add_module(f"comb_iter_{k}_norm", norm_mod)
-            left, right = self._modules[f"comb_iter_{k}_left"], self._modules[f"comb_iter_{k}_right"]
             self._block_plan.append(
                 (block.inputs[0], block.inputs[1], block.ops[0] != "identity", block.ops[1] != "identity",
-                 isinstance(left, LeadingReLU), isinstance(right, LeadingReLU), block.combine)
+                 block.combine)
             )
             widths.append(width)
             reduced.append(stride == 2)
@@ -162,10 +162,11 @@ class Cell(nn.Module):
                 relued[i] = F.relu(states[i])
             return relued[i]
 
-        for k, (i0, i1, drop0, drop1, relu0, relu1, combine) in enumerate(self._block_plan):
+        for k, (i0, i1, drop0, drop1, combine) in enumerate(self._block_plan):
+            # checked per call (not cached) so that modules swapped in later (BN folding...) still work
             left, right = modules[f"comb_iter_{k}_left"], modules[f"comb_iter_{k}_right"]
-            a = left.body(activated(i0)) if relu0 else left(states[i0])
-            b = right.body(activated(i1)) if relu1 else right(states[i1])
+            a = left.body(activated(i0)) if isinstance(left, LeadingReLU) else left(states[i0])
+            b = right.body(activated(i1)) if isinstance(right, LeadingReLU) else right(states[i1])
             if keep < 1.0:
                 if drop0:
                     a = drop_path(a, keep)
