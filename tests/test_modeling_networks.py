@@ -333,3 +333,31 @@ def test_bn_hyperparameters_per_family():
     assert (bn_m.eps, bn_m.momentum) == (1e-3, 0.0003)
     assert (bn_c.eps, bn_c.momentum) == (1e-5, 0.1)
     assert mobile.dropout.p == pytest.approx(0.5) and cifar.dropout.p == 0.0
+
+
+@pytest.mark.parametrize("genotype, stride", [("nasnet_a", 1), ("nasnet_a", 2), ("amoebanet_a", 2), ("darts_v2", 1)])
+def test_cell_matches_a_plain_reference(genotype, stride):
+    """The cell (shared ReLUs, fix-ups) equals a literal reading of the spec built from its own op modules."""
+    from nasnet_det.modeling import Cell
+
+    torch.manual_seed(0)
+    g = space.resolve_genotype(genotype)
+    spec = g.reduce if stride == 2 else g.normal
+    cell = Cell(spec, in_channels=12, prev_channels=10, filters=8, stride=stride,
+                norm=lambda c: nn.BatchNorm2d(c, eps=1e-3), prev_is_larger=True).eval()
+    for m in cell.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    h, h_prev = torch.randn(2, 12, 9, 11), torch.randn(2, 10, 17, 21)
+    with torch.no_grad():
+        states = [cell.conv_1x1(h), cell.prev_reduction(torch.relu(h_prev))]
+        for k, block in enumerate(spec.blocks):
+            a = getattr(cell, f"comb_iter_{k}_left")(states[block.inputs[0]])
+            b = getattr(cell, f"comb_iter_{k}_right")(states[block.inputs[1]])
+            states.append(a + b)
+        ref = torch.cat([cell.output_reductions[str(i)](states[i]) if str(i) in cell.output_reductions
+                         else states[i] for i in spec.concat], 1)
+        out = cell(h, h_prev)
+    assert out.shape[1] == cell.out_channels
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
