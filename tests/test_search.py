@@ -264,3 +264,26 @@ def test_running_top_means():
     curves = running_top_means([0.1, None, 0.5, 0.3, 0.9], ks=(1, 2))
     assert curves[1] == [0.1, 0.1, 0.5, 0.5, 0.9]
     assert curves[2][:2] == [None, None] and math.isclose(curves[2][-1], 0.7)
+
+
+def test_retrain_top_k_picks_a_winner_and_cli_plot_compares_strategies(tmp_path):
+    import runpy
+
+    from nasnet_det.search.retrain import retrain_top
+
+    search = tmp_path / "ppo"
+    run_search(synthetic_cfg(num_archs="12"), search, executor=InlineExecutor())
+    out = retrain_top(search, tmp_path / "retrain", top_k=3, overrides=["executor.kind", "inline"])
+    winner = out["winner"]
+    assert out["summary"].ok == 3 and winner["epochs"] == 5 * 20
+    assert Genotype.from_json(Path(winner["genotype_file"])) is not None
+    top3 = {t["trial_id"] for t in json.loads((search / "top_genotypes.json").read_text())[:3]} \
+        if (search / "top_genotypes.json").exists() else None
+    assert top3 is None or winner["search_trial"] in top3
+    rnd = tmp_path / "random"
+    run_search(synthetic_cfg(num_archs="12", strategy="random"), rnd, executor=InlineExecutor())
+    tool = runpy.run_path(str(REPO / "tools" / "search.py"), run_name="search_tool")
+    fig = tmp_path / "figure6.png"
+    assert tool["main"](["plot", str(search), str(rnd), "--labels", "PPO", "random", "--output", str(fig)]) == 0
+    assert fig.stat().st_size > 0
+    assert tool["main"](["--config-file", str(tmp_path / "nope.yaml"), "--output", str(tmp_path / "x")]) == 2
