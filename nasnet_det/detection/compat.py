@@ -25,6 +25,16 @@ class MissingCompiledOps(types.ModuleType):
     ``import detectron2.modeling`` fails, although a Faster R-CNN never calls those ops.
     """
 
+    # detectron2.utils.collect_env (run by default_setup) reports these for any importable _C
+    def get_compiler_version(self) -> str:
+        return "none (detectron2 installed without compiled ops)"
+
+    def get_cuda_version(self) -> str:
+        return "none (detectron2 installed without compiled ops)"
+
+    def has_cuda(self) -> bool:
+        return False
+
     def __getattr__(self, name: str):
         if name.startswith("__"):
             raise AttributeError(name)
@@ -41,7 +51,22 @@ def _install_compiled_ops_stand_in() -> bool:
         import detectron2
 
         detectron2._C = sys.modules["detectron2._C"]
+        _install_torch_ops_stand_in()
         return False
+
+
+def _install_torch_ops_stand_in() -> None:
+    """``layers.nms_rotated`` calls ``torch.ops.detectron2.nms_rotated``, registered by ``_C``.
+
+    Without ``_C`` torch's namespace would raise a bare AttributeError; give it the same clear
+    error as the module stand-in.
+    """
+    import torch
+
+    try:
+        torch.ops.detectron2.nms_rotated  # noqa: B018  (registered by some other build?)
+    except (AttributeError, RuntimeError):
+        torch.ops.detectron2 = MissingCompiledOps("torch.ops.detectron2")
 
 
 HAS_COMPILED_OPS: bool = _install_compiled_ops_stand_in()
