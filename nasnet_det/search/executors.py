@@ -199,7 +199,8 @@ class ProcessExecutor(Executor):
             if w.busy is None and w.proc.is_alive():
                 fut, task = self._backlog.popleft()
                 task = dict(task, threads=self.threads, worker=f"{os.uname().nodename}:{w.proc.pid}",
-                            device=("cuda" if w.device is not None else task.get("device")))
+                            device=("cuda" if w.device is not None and task["child"].get("device") != "cpu"
+                                    else task.get("device")))
                 try:
                     w.conn.send(task)
                 except (BrokenPipeError, OSError):
@@ -357,7 +358,8 @@ class RayExecutor(Executor):
             if err is None:
                 out.set_result(inner.result())
             elif isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                                  ray.exceptions.OutOfMemoryError, ray.exceptions.ObjectLostError)):
+                                  ray.exceptions.OutOfMemoryError, ray.exceptions.ObjectLostError,
+                                  ray.exceptions.TaskCancelledError)):
                 out.set_exception(WorkerLost(f"trial {task.get('trial_id')}: Ray worker lost ({err})"))
             elif isinstance(err, ray.exceptions.RayTaskError):
                 out.set_exception(TrialError(str(err)))
@@ -365,6 +367,10 @@ class RayExecutor(Executor):
                 out.set_exception(WorkerLost(f"trial {task.get('trial_id')}: {type(err).__name__}: {err}"))
 
         ref.future().add_done_callback(translate)
+        if self.timeout_s:  # a child overrunning child.timeout_s is force-cancelled: a retryable loss
+            timer = threading.Timer(self.timeout_s, lambda: None if out.done() else ray.cancel(ref, force=True))
+            timer.daemon = True
+            timer.start()
         return out
 
     def shutdown(self) -> None:
