@@ -170,3 +170,38 @@ def test_cifar10_subset_learns_clearly_above_chance(tmp_path):
     best = max(results["raw_top1"], results["ema_top1"])
     assert best > 20.0, results
     assert (tmp_path / "model_final.safetensors").is_file()
+
+
+def test_amp_bf16_and_channels_last_run(synthetic_folder, tmp_path):
+    """train.amp (bf16 autocast on CPU) and train.channels_last: a short run trains and evaluates."""
+    cfg = _tiny_config(synthetic_folder, tmp_path, train={
+        "output_dir": str(tmp_path), "max_steps": 2, "batch_size": 8, "amp": True, "channels_last": True,
+        "threads": 1, "progress_bar": False, "tensorboard": True, "checkpoint_every_steps": 0})
+    results = run_pretraining(load_config(_write(cfg, tmp_path / "amp.yaml")))
+    assert results["raw_count"] == 16 and 0.0 <= results["ema_top1"] <= 100.0
+    assert all(np.isfinite(v) for v in _losses(tmp_path).values())
+    assert list((tmp_path / "tb").iterdir()), "TensorBoard events written"
+
+
+def test_cli_bad_config_is_one_clear_error(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretrain_cli", ROOT / "tools" / "pretrain.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(["data.train_dir=/nonexistent/imagenet/train"]) == 2
+    assert "data.train_dir: directory '/nonexistent/imagenet/train' does not exist" in capsys.readouterr().err
+    assert cli.main(["optim.lr_decay_epoch=3"]) == 2
+    assert "optim.lr_decay_epoch: unknown key" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR.is_dir(), reason=f"needs ../shared/data/cifar10 (not found at {CIFAR})")
+def test_cifar10_one_epoch_run_recorded_in_docs(tmp_path):
+    """The run of docs/pretrain.md: configs/pretrain/cifar10_small.yaml, 1 epoch at 32x32 (33.0 % measured)."""
+    cfg = load_config(ROOT / "configs" / "pretrain" / "cifar10_small.yaml", [
+        f"data.train_dir={CIFAR / 'train'}", f"data.val_dir={CIFAR / 'test'}", f"train.output_dir={tmp_path}",
+        "train.progress_bar=false"])
+    results = run_pretraining(cfg)
+    assert results["ema_count"] == 2000
+    assert results["ema_top1"] > 25.0, results
