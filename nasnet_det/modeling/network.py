@@ -165,6 +165,8 @@ class NASNet(nn.Module):
     def reset_parameters(self) -> None:
         """TF's ``variance_scaling_initializer(mode='FAN_OUT')`` (He, fan-out) for convs and FC; BN 1/0."""
         for m in self.modules():
+            if getattr(m, "weight", None) is not None and m.weight.is_meta:
+                continue  # nothing to initialize (shape analysis); random init on meta is slow Python
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
