@@ -11,7 +11,7 @@ classifier key                     detector key
 ``cells.<i>.<rest>``, i < split    ``backbone.nasnet.cells.<i>.<rest>``
 ``cells.<i>.<rest>``, i >= split   ``roi_heads.res5.nasnet.cells.<i>.<rest>``
 ``classifier.*``, ``aux_head.*``   dropped (the detector has its own box predictor)
-``*.num_batches_tracked``          dropped (FrozenBN and GN have no such buffer)
+``*.num_batches_tracked``          dropped (a step counter FrozenBN never reads)
 ``*.running_mean/var`` with GN     dropped (GroupNorm keeps no statistics)
 =================================  ===========================================
 

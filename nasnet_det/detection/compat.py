@@ -163,8 +163,8 @@ def detection_checkpointer_class():
 
 def launch_supports_cpu_workers() -> bool:
     """True when detectron2's ``launch`` can start several processes without CUDA (main: GLOO)."""
-    from detectron2.engine import launch as launch_module
-
+    # the module, not the function ``detectron2.engine.launch`` that shadows it as an attribute
+    launch_module = importlib.import_module("detectron2.engine.launch")
     source = inspect.getsource(launch_module)
     return "gloo" in source.lower()
 
