@@ -156,19 +156,21 @@ def test_torchrun_two_gloo_processes_match_one_process(synthetic_folder, tmp_pat
 
 @pytest.mark.skipif(not CIFAR.is_dir(), reason=f"needs ../shared/data/cifar10 (not found at {CIFAR})")
 def test_cifar10_subset_learns_clearly_above_chance(tmp_path):
-    """A short real run (40 steps x 32 images, 16x16 px) on a CIFAR-10 subset beats chance (10%) clearly.
+    """A short real run on CIFAR-10 (1,000 train images at 16x16, 80 steps x 16) beats chance clearly.
 
-    The longer 32x32 run recorded in docs/pretrain.md uses configs/pretrain/cifar10_small.yaml.
+    Chance on the 300 test images is 10 % top-1 (standard error 1.7 %) and 50 % top-5 (2.9 %); the
+    thresholds are 4 standard errors above chance. Measured (deterministic, one thread): EMA top-1
+    20.3 %, top-5 73.0 %. The 1-epoch 32x32 run of docs/pretrain.md (33.0 %) is the slow test below.
     """
     cfg = load_config(ROOT / "configs" / "pretrain" / "cifar10_small.yaml", [
         f"data.train_dir={CIFAR / 'train'}", f"data.val_dir={CIFAR / 'test'}", f"train.output_dir={tmp_path}",
-        "data.train_subset=60", "data.val_subset=30", "data.image_size=16", "model.overrides.image_size=16",
-        "train.max_steps=40", "train.batch_size=32", "optim.warmup_epochs=0.2", "train.checkpoint_every_steps=0",
-        "train.tensorboard=false", "train.progress_bar=false"])
+        "data.train_subset=100", "data.val_subset=30", "data.image_size=16", "model.overrides.image_size=16",
+        "model.overrides.use_aux_head=false", "train.max_steps=80", "train.batch_size=16", "optim.warmup_epochs=0.1",
+        "train.checkpoint_every_steps=0", "train.eval_every_epochs=100", "train.tensorboard=false",
+        "train.progress_bar=false"])
     results = run_pretraining(cfg)
-    assert results["raw_count"] == 300
-    best = max(results["raw_top1"], results["ema_top1"])
-    assert best > 20.0, results
+    assert results["ema_count"] == 300
+    assert results["ema_top1"] >= 17.0 and results["ema_top5"] >= 62.0, results
     assert (tmp_path / "model_final.safetensors").is_file()
 
 
