@@ -96,6 +96,14 @@ def test_ppo_learns_synthetic_reward_better_than_random_search_across_seeds():
 
 def test_ppo_update_moves_probability_towards_rewarded_decisions():
     ppo = PPOSearch(SPACE, 0, lr=0.01, batch_size=4, epochs=4)
+    torch.set_grad_enabled(False)  # scoring only; update() re-enables it inside
+    try:
+        _check_update_direction(ppo)
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def _check_update_direction(ppo):
     good = ppo.propose().decisions
     bad = ppo.propose().decisions
     before = float(ppo.controller(decisions=[good]).log_prob)

@@ -19,9 +19,9 @@ from nasnet_det.space import Genotype, resolve_genotype
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: A tiny child: N=1, F=8, 200 training images in 4 batches, 1 epoch, 100 validation images.
+#: A tiny child: N=1, F=8, 100 training images in 2 batches, 1 epoch, 100 validation images.
 TINY = ["child.num_cells", "1", "child.filters", "8", "child.epochs", "1", "child.batch_size", "50",
-        "data.train_size", "200", "data.val_size", "100", "child.lr", "0.1"]
+        "data.train_size", "100", "data.val_size", "100", "child.lr", "0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_search_on_cifar_through_the_process_pool(tmp_path, cifar, pool):
     recs = [r for r in read_records(tmp_path / "trials.jsonl") if r["status"] == "ok"]
     for r in recs:
         assert 0.0 <= r["reward"] <= 1.0 and r["params"] > 0 and r["macs"] > 0 and r["seconds"] > 0
-        assert r["extra"]["train_images"] == 200
+        assert r["extra"]["train_images"] == 100
     assert len({r["worker"] for r in recs}) >= 1
     report = write_report(tmp_path, top_k=2)
     g = resolve_genotype(report["top_genotypes"][0])

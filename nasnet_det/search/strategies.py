@@ -217,6 +217,19 @@ class PPOSearch(Strategy):
             self.baseline = float(rewards.mean())
         advantage = rewards - self.baseline
         for _ in range(self.epochs):
+            self._grad_step(decisions, old_log_prob, advantage)
+        out, loss = self._last
+        for r in rewards.tolist():
+            self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * r
+        self.num_updates += 1
+        self.last_stats = {"loss": float(loss.detach()), "entropy": float(out.entropy.detach().mean()),
+                           "baseline": self.baseline, "mean_reward": float(rewards.mean())}
+        return self.last_stats
+
+    def _grad_step(self, decisions: Any, old_log_prob: Any, advantage: Any) -> None:
+        """One optimiser step on the clipped surrogate (gradients on even if the caller disabled them)."""
+        torch = self.torch
+        with torch.enable_grad():
             out = self.controller(decisions=decisions)
             ratio = torch.exp(out.log_prob - old_log_prob)
             surrogate = torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage)
@@ -226,12 +239,7 @@ class PPOSearch(Strategy):
             if self.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip)
             self.optimizer.step()
-        for r in rewards.tolist():
-            self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * r
-        self.num_updates += 1
-        self.last_stats = {"loss": float(loss.detach()), "entropy": float(out.entropy.detach().mean()),
-                           "baseline": self.baseline, "mean_reward": float(rewards.mean())}
-        return self.last_stats
+        self._last = (out, loss)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "controller": self.controller.state_dict(),
