@@ -295,3 +295,29 @@ def test_retrain_top_k_picks_a_winner_and_cli_plot_compares_strategies(tmp_path)
     assert tool["main"](["plot", str(search), str(rnd), "--labels", "PPO", "random", "--output", str(fig)]) == 0
     assert fig.stat().st_size > 0
     assert tool["main"](["--config-file", str(tmp_path / "nope.yaml"), "--output", str(tmp_path / "x")]) == 2
+
+
+def test_a_worker_that_keeps_dying_is_retried_boundedly_then_recorded_failed(tmp_path):
+    from concurrent.futures import Future
+
+    from nasnet_det.search.executors import Executor, WorkerLost
+
+    class DyingExecutor(Executor):
+        slots = 2
+        calls = 0
+
+        def submit(self, task):
+            DyingExecutor.calls += 1
+            fut = Future()
+            if task["trial_id"] == 1:
+                fut.set_exception(WorkerLost(f"trial 1: worker pid 123 died (killed by signal 9)"))
+            else:
+                fut.set_result({"reward": 0.5, "params": 1, "macs": 1, "seconds": 0.0, "worker": "fake"})
+            return fut
+
+    cfg = synthetic_cfg(num_archs="4", **{"executor.max_retries": "2"})
+    summary = run_search(cfg, tmp_path, executor=DyingExecutor())
+    assert (summary.ok, summary.failed, summary.retries) == (3, 1, 2)
+    assert DyingExecutor.calls == 4 + 2
+    trials = fold(read_records(tmp_path / "trials.jsonl"))
+    assert trials[1].status == "failed" and trials[1].attempt == 2 and "signal 9" in trials[1].error

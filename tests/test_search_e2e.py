@@ -133,3 +133,27 @@ def test_cli_driver_killed_mid_search_resumes_without_loss_or_duplicates(tmp_pat
     assert sorted(after) == list(range(20)) and len(after) == len(set(after))
     assert after[:len(before)] == before  # nothing finished before the kill was re-run
     assert (out / "top_genotypes.json").exists() and (out / "reward_curve.png").exists()
+
+
+def test_child_training_is_deterministic_and_never_trains_on_the_validation_split(cifar):
+    from dataclasses import asdict
+
+    import torch
+
+    from nasnet_det.search.child import run_trial
+    from nasnet_det.search.data import load_child_data
+    from nasnet_det.space import NASNET_A
+
+    cfg = load_config(None, TINY + ["data.root", str(cifar), "data.train_size", "50", "child.batch_size", "25",
+                                    "data.val_size", "50", "child.count_macs", "false"])
+    data = load_child_data(cfg.data)
+    train = {bytes(x.numpy()) for x in data.train_x}
+    assert not any(bytes(x.numpy()) in train for x in data.val_x)
+    task = {"trial_id": 0, "seed": 7, "genotype": NASNET_A.to_dict(), "child": asdict(cfg.child),
+            "data": asdict(cfg.data), "threads": 1}
+    before = torch.get_num_threads()
+    try:
+        a, b = run_trial(task), run_trial(task)
+    finally:
+        torch.set_num_threads(before)
+    assert (a["reward"], a["train_loss"], a["params"]) == (b["reward"], b["train_loss"], b["params"])
