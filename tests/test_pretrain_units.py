@@ -124,3 +124,30 @@ def test_shipped_configs_parse():
     assert len(files) >= 3
     for f in files:
         load_config(f, check_paths=False)
+
+
+def test_training_checkpoint_errors(tmp_path):
+    from nasnet_det.pretrain.checkpoint import (CheckpointError, load_checkpoint, load_model_state_strict,
+                                                save_checkpoint)
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    path = save_checkpoint({"model": net.state_dict(), "step": 3}, tmp_path, 3)
+    assert load_checkpoint(path)["step"] == 3
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated, corrupt"):
+        load_checkpoint(path)
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+    with pytest.raises(CheckpointError, match="different architecture: .*another shape"):
+        load_model_state_strict(other, net.state_dict(), "checkpoint x")
+    evil = tmp_path / "checkpoint_step00000009.pth"
+    torch.save({"model": {}, "step": 9, "x": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="cannot read training checkpoint"):
+        load_checkpoint(evil)
+
+
+class Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())

@@ -12,7 +12,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
