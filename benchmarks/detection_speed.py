@@ -36,14 +36,14 @@ def _time(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def measure(config: str, repeats: int, train_size: int | None) -> dict:
+def measure(config: str, repeats: int, train_size: int | None, extra_opts: list[str], train: bool = True) -> dict:
     name = register_coco_json("bench_coco_mini", str(COCO_MINI / "annotations" / "instances_val2017.json"),
                               str(COCO_MINI / "val2017"))
     record = DatasetCatalog.get(name)[0]
     opts = ["MODEL.DEVICE", "cpu"]
     if train_size:
         opts += ["INPUT.FIXED_SIZE_TRAIN", f"({train_size}, {train_size})"]
-    cfg = load_config(str(ROOT / "configs" / config), opts)
+    cfg = load_config(str(ROOT / "configs" / config), opts + extra_opts)
     model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
 
@@ -52,6 +52,10 @@ def measure(config: str, repeats: int, train_size: int | None) -> dict:
     with torch.no_grad():
         s_per_image = _time(lambda: model([test_input]), repeats)
 
+    if not train:
+        return {"config": config, "params": params, "test_input": list(test_input["image"].shape[1:]),
+                "train_input": [0, 0], "s_per_image": round(s_per_image, 2), "s_per_iter": None,
+                "threads": torch.get_num_threads(), "opts": extra_opts}
     model.train()
     train_input = NASNetDatasetMapper(cfg, is_train=True)(dict(record))
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
@@ -67,7 +71,7 @@ def measure(config: str, repeats: int, train_size: int | None) -> dict:
     return {
         "config": config, "params": params, "test_input": list(test_input["image"].shape[1:]),
         "train_input": list(train_input["image"].shape[1:]), "s_per_image": round(s_per_image, 2),
-        "s_per_iter": round(s_per_iter, 2), "threads": torch.get_num_threads(),
+        "s_per_iter": round(s_per_iter, 2), "threads": torch.get_num_threads(), "opts": extra_opts,
     }
 
 
@@ -78,13 +82,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--train-size", type=int, nargs="*", default=None,
                         help="training input per config (0 = the config's own), e.g. --train-size 0 600")
+    parser.add_argument("--no-train", action="store_true", help="inference only")
+    parser.add_argument("opts", nargs="*", help="config overrides KEY VALUE (e.g. RPN.POST_NMS_TOPK_TEST 5)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = args.train_size or [0] * len(args.configs)
     print("| config | parameters | inference input | s/image | training input | s/iter (batch 1) | threads |")
     print("|---|---|---|---|---|---|---|")
     for config, size in zip(args.configs, sizes):
-        r = measure(config, args.repeats, size or None)
+        r = measure(config, args.repeats, size or None, args.opts, train=not args.no_train)
         print(f"| {r['config']} | {r['params']:,} | {r['test_input'][0]}x{r['test_input'][1]} | {r['s_per_image']} "
               f"| {r['train_input'][0]}x{r['train_input'][1]} | {r['s_per_iter']} | {r['threads']} |", flush=True)
         print(json.dumps(r), flush=True)
