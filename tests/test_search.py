@@ -261,11 +261,19 @@ def test_other_strategies_run_through_the_same_driver(tmp_path, strategy):
     assert summary.ok == 30 and summary.updates == 0
 
 
-def test_failing_trainer_is_recorded_failed_without_retry(tmp_path):
+def test_failing_trainer_is_recorded_failed_without_retry_and_a_broken_setup_stops(tmp_path):
     cfg = synthetic_cfg(num_archs="3", **{"child.trainer": "nonexistent_module_xyz:train"})
-    summary = run_search(cfg, tmp_path, executor=InlineExecutor())
+    summary = run_search(cfg, tmp_path / "a", executor=InlineExecutor())
     assert (summary.failed, summary.retries) == (3, 0)
-    assert "cannot import" in read_records(tmp_path / "trials.jsonl")[-1]["error"]
+    assert "cannot import" in read_records(tmp_path / "a" / "trials.jsonl")[-1]["error"]
+    cfg = synthetic_cfg(num_archs="50", **{"child.trainer": "nonexistent_module_xyz:train"})
+    with pytest.raises(SearchError, match="the first 10 trials all failed"):
+        run_search(cfg, tmp_path / "b", executor=InlineExecutor())
+    from nasnet_det.search.data import DataError
+
+    with pytest.raises(DataError, match="dataset folder not found"):
+        run_search(synthetic_cfg(**{"child.trainer": "cifar", "data.root": str(tmp_path / "nope")}),
+                   tmp_path / "c", executor=InlineExecutor())
 
 
 def test_running_top_means():

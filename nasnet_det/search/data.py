@@ -41,6 +41,18 @@ class ChildData:
         return len(self.classes)
 
 
+def check_dataset(cfg: DataConfig) -> None:
+    """Cheap check in the driver, before any worker starts: a wrong path should stop the search
+    with one message, not fail every trial."""
+    root = Path(cfg.root).expanduser()
+    if cfg.format == "cifar10":
+        if not (root / "cifar-10-batches-py").is_dir():
+            raise DataError(f"data.root: {root} has no cifar-10-batches-py folder (torchvision's CIFAR-10 "
+                            f"download); download it yourself, or use data.format imagefolder")
+        return
+    _list_imagefolder(root)
+
+
 def _list_imagefolder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     folder = root / "train" if (root / "train").is_dir() else root
     if not folder.is_dir():

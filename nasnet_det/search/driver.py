@@ -31,6 +31,7 @@ LOG_NAME = "trials.jsonl"
 STATE_NAME = "strategy_state.pt"
 CONFIG_NAME = "config.yaml"
 UPDATES_NAME = "controller_updates.jsonl"
+EARLY_FAILURES = 10  # this many failures before any success means a broken setup, not bad cells
 
 
 class SearchError(RuntimeError):
@@ -110,6 +111,10 @@ def run_search(cfg: SearchConfig, output: str | Path, resume: bool = False, exec
     passes a fixed list). ``on_event(status, trial)`` is called after each log write (tests use it).
     """
     output = Path(output)
+    if cfg.child.trainer == "cifar":
+        from .data import check_dataset
+
+        check_dataset(cfg.data)
     prepare_output(cfg, output, resume)
     space = space_of(cfg)
     strategy = strategy or build_strategy(cfg, space)
@@ -203,6 +208,9 @@ def run_search(cfg: SearchConfig, output: str | Path, resume: bool = False, exec
                     trial.error = str(err)[-4000:]
                 log.append(trial)
                 counts[trial.status] += 1
+                if counts["ok"] == 0 and counts["failed"] >= EARLY_FAILURES:
+                    raise SearchError(f"the first {counts['failed']} trials all failed; stopping. Last error "
+                                      f"(trial {trial.trial_id}):\n{trial.error}")
                 done_here += 1
                 emit(trial.status, trial)
                 if trial.status == "ok" and (best is None or trial.reward > best.reward):
