@@ -31,6 +31,18 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def run_model(name: str, batches: list[int], iters: int | None, warmup: int, memory: bool, timing: bool,
               bf16: bool) -> list[dict[str, Any]]:
     size = SIZES[name]
+    if not timing:  # memory only: every number comes from fresh subprocesses
+        names = (["timm"] if name in builders.TIMM_PEERS else []) + ["ours", "ours_fast"] + (["ours_bf16"] if bf16 else [])
+        rows = []
+        for batch in batches:
+            for k in names:
+                kw = dict(name=name, impl="timm" if k == "timm" else "ours", batch=batch, size=size,
+                          optimized=k.startswith("ours_"), bf16=k == "ours_bf16")
+                mem = measure_memory("benchmarks.builders:classifier", kw)
+                print(f"   memory {name} b{batch} {k}: {mem}", flush=True)
+                rows.append({"model": name, "impl": k, "batch": batch, "size": size, "memory": mem,
+                             "peak_mb": mem["peak_mb"], "delta_mb": mem["delta_mb"]})
+        return rows
     ours, peer = builders.build_pair_models(name)
     ours.eval()
     from nasnet_det.modeling.inference import optimize_for_inference
@@ -43,8 +55,10 @@ def run_model(name: str, batches: list[int], iters: int | None, warmup: int, mem
     rows = []
     for batch in batches:
         x = builders._input(batch, size)
-        with torch.inference_mode():
-            outs = {k: m(x) for k, m in models.items()}
+        outs = {}
+        if timing:
+            with torch.inference_mode():
+                outs = {k: m(x) for k, m in models.items()}
         steps = {k: (lambda m=m: _infer(m, x)) for k, m in models.items()}
         n = iters or DEFAULT_ITERS.get(batch, 3)
         print(f"== {name} batch {batch} @ {size}: {n} alternating runs of {list(steps)}", flush=True)
@@ -55,7 +69,8 @@ def run_model(name: str, batches: list[int], iters: int | None, warmup: int, mem
                 t = timings[k]
                 row.update(img_s=batch / t.wall_median, wall_median_s=t.wall_median, cpu_median_s=t.cpu_median,
                            img_per_cpu_s=batch / t.cpu_median, runs=t.as_dict())
-            row["rel_diff_vs_ours_plain"] = _rel(outs[k], outs["ours"])
+            if outs:
+                row["rel_diff_vs_ours_plain"] = _rel(outs[k], outs["ours"])
             if "timm" in outs:
                 row["rel_diff_vs_timm"] = _rel(outs[k], outs["timm"])
                 row["top1_agree_vs_timm"] = float((outs[k].argmax(1) == outs["timm"].argmax(1)).float().mean())
@@ -100,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         rows += run_model(name, args.batches, args.iters, args.warmup, not args.no_memory, not args.memory_only,
                           args.bf16)
     table = print_table(rows, COLUMNS)
-    write_json("classifier_inference" + args.tag, {"rows": rows, "table": table, "argv": sys.argv})
+    write_json("classifier_inference" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
 
 
 if __name__ == "__main__":

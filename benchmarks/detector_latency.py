@@ -32,6 +32,14 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
     size = builders.configured_test_size(det)
     contenders = {f"{det}": dict(which=det, optimized=False), f"{det}_fast": dict(which=det, optimized=True),
                   "r50_c4": dict(which="r50_c4", optimized=False)}
+    if not timing:
+        rows = []
+        for k, kw in contenders.items():
+            mem = measure_memory("benchmarks.builders:detector", dict(size=size, **kw))
+            print(f"   memory {k} @{size}: {mem}", flush=True)
+            rows.append({"detector": k, "size": size, "memory": mem, "peak_mb": mem["peak_mb"],
+                         "delta_mb": mem["delta_mb"]})
+        return rows
     steps = {k: builders.detector(size=size, **kw) for k, kw in contenders.items()}
     outs = {k: s() for k, s in steps.items()}  # warm-up
     print(f"== detectors @ {size}x{size}: {iters} alternating runs of {list(steps)}", flush=True)
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     for w in args.which:
         rows += run(w, args.iters or 3, not args.no_memory, not args.memory_only)
     table = print_table(rows, COLUMNS)
-    write_json("detector_latency" + args.tag, {"rows": rows, "table": table, "argv": sys.argv})
+    write_json("detector_latency" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
 
 
 if __name__ == "__main__":

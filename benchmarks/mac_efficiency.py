@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                                ("gmacs_per_image", "GMACs/img", ".2f"), ("img_s", "img/s", ".3f"),
                                ("achieved_gmac_s", "GMAC/s", ".1f"), ("fraction_of_matmul", "of mm peak", ".3f")])
     write_json("mac_efficiency" + args.tag, {"matmul": mm, "rows": rows, "table": table, "argv": sys.argv,
-                                             "source": str(args.results)})
+                                             "source": str(args.results)}, args.out)
 
 
 if __name__ == "__main__":

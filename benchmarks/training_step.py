@@ -36,13 +36,16 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     apply_threads(args.threads)
     print(machine_info(), flush=True)
-    steps = {k: builders.training(args.model, batch=args.batch, size=args.size, **kw) for k, kw in CONTENDERS.items()}
-    losses = {k: s() for k, s in steps.items()}  # also the warm-up (first step's one-time allocations)
+    steps, losses = {}, {}
+    if not args.memory_only:
+        steps = {k: builders.training(args.model, batch=args.batch, size=args.size, **kw)
+                 for k, kw in CONTENDERS.items()}
+        losses = {k: s() for k, s in steps.items()}  # also the warm-up (first step's one-time allocations)
     rows: list[dict[str, Any]] = []
     timings = {} if args.memory_only else time_alternating(steps, args.iters or 3, warmup=0)
     for k, kw in CONTENDERS.items():
         row: dict[str, Any] = {"model": args.model, "impl": k, "batch": args.batch, "size": args.size,
-                               "loss": losses[k]}
+                               "loss": losses.get(k)}
         if timings:
             t = timings[k]
             row.update(img_s=args.batch / t.wall_median, cpu_median_s=t.cpu_median, runs=t.as_dict())
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             r["peak_vs_timm"] = r["peak_mb"] / base["peak_mb"]
             r["delta_vs_timm"] = r["delta_mb"] / base["delta_mb"]
     table = print_table(rows, COLUMNS)
-    write_json("training_step" + args.tag, {"rows": rows, "table": table, "argv": sys.argv})
+    write_json("training_step" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
 
 
 if __name__ == "__main__":

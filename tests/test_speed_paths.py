@@ -12,7 +12,8 @@ import torch
 
 from nasnet_det.modeling import Cell, build_nasnet, create_model
 from nasnet_det.modeling.inference import (
-    InferenceCell, InferenceNASNet, fold_batchnorm, optimize_detector_for_inference, optimize_for_inference,
+    InferenceCell, InferenceNASNet, PackedConv2d, fold_batchnorm, mkldnn_fusion_available,
+    optimize_detector_for_inference, optimize_for_inference,
 )
 from nasnet_det.modeling.memory import (
     CheckpointedCell, disable_memory_saving, enable_memory_saving, memory_saving_enabled,
@@ -93,6 +94,18 @@ def test_even_input_and_batch_one():
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         assert _rel(optimize_for_inference(model)(x), model(x)) < FP32_TOL
+
+
+@pytest.mark.skipif(not mkldnn_fusion_available(), reason="this torch build has no oneDNN pointwise-conv ops")
+@pytest.mark.parametrize("name", ["nasnet_a_skip", "pnasnet5"])
+def test_packed_mkldnn_convs_match_plain(name):
+    model = MODELS[name]()
+    fast = optimize_for_inference(model, mkldnn=True)
+    assert any(isinstance(m, PackedConv2d) for m in fast.modules())
+    with torch.inference_mode():
+        for x in (_input(model), torch.randn(1, 3, 64, 64)):  # the weights are packed for the first shape
+            assert _rel(fast(x), model(x)) < FP32_TOL
+    assert list(copy.deepcopy(fast).state_dict()) == list(fast.state_dict())
 
 
 def test_bf16_within_its_tolerance():

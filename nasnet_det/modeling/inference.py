@@ -8,9 +8,11 @@ Why each piece (profiled on the Xeon/AMX CPU this project benchmarks on, see doc
   (and therefore the converters' key mapping of the conv weights) are unchanged.
 * **channels_last.** oneDNN's depthwise and 1x1 convolutions are 2-4x faster on NHWC tensors than
   on NCHW ones; NASNet is almost nothing but those two.
-* **ReLU de-duplication.** A cell feeds the same state to several ops that each start with a ReLU
-  (NASNet-A's h_{i-1} feeds three separable stacks); the fast cell computes each state's ReLU once,
-  and does the separable stack's inner ReLU and the block's add in place on fresh tensors.
+* **In-place work on fresh tensors.** The fast cell shares each state's ReLU among the ops reading
+  it (as the plain cell now does too) and runs the separable stack's inner ReLU and the block's
+  add in place, saving an allocation and a memory pass each (110 adds + 100 ReLUs in A-Large).
+* **Pre-packed oneDNN convs** (optional, ``mkldnn=True``): weights re-laid-out once, the inner
+  ReLU fused into the pointwise conv. Measured no gain here, so off by default.
 * **bf16** (optional, not bit-equal): ``torch.autocast`` to bfloat16; on CPUs with AMX / AVX512-BF16
   oneDNN runs the convolutions on the bf16 units. Outputs come back as float32.
 * **torch.compile** (optional): each cell is compiled in place (``nn.Module.compile``), keeping the
@@ -34,9 +36,10 @@ from torch import nn
 from .cell import Cell
 from .factorized_reduction import FactorizedReduction
 from .network import AuxHead, NASNet
-from .ops import ConvBN, DilatedSepConv, FactorizedConv, ReLUConvBN, SepConvStack
+from .ops import ConvBN, DilatedSepConv, FactorizedConv, LeadingReLU, ReLUConvBN, SepConvStack
 
-__all__ = ["fold_batchnorm", "optimize_for_inference", "optimize_detector_for_inference", "InferenceCell",
+__all__ = ["fold_batchnorm", "optimize_for_inference", "optimize_detector_for_inference", "InferenceCell", "PackedConv2d",
+           "pack_convolutions", "mkldnn_fusion_available",
            "InferenceNASNet"]
 
 
@@ -116,22 +119,117 @@ def fold_batchnorm(model: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
+# oneDNN convolutions with pre-packed weights and a fused ReLU
+# ---------------------------------------------------------------------------------------------------
+def mkldnn_fusion_available() -> bool:
+    """Whether this torch build has the oneDNN pointwise-conv ops that torch.compile's CPU backend uses."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return hasattr(torch.ops.mkldnn, "_convolution_pointwise") and hasattr(
+            torch.ops.mkldnn, "_reorder_convolution_weight")
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return False
+
+
+class PackedConv2d(nn.Module):
+    """A conv (TF SAME or static padding) run by oneDNN with its weight pre-packed, optionally + ReLU.
+
+    Why: eager ``F.conv2d`` on CPU re-lays-out ("reorders") the weight into oneDNN's blocked
+    format on every call and runs a following ReLU as a separate pass over memory; packing once
+    and fusing the ReLU as a oneDNN post-op removes both (measured ~10-25% per sep-conv pair).
+    The weight is packed lazily on the first call, with that call's input shape as the layout
+    hint, and dropped on copy/pickle (repacked on next use). ``weight`` / ``bias`` stay ordinary
+    parameters under the same names, so ``state_dict`` keys do not change. Inputs that are not
+    float32 CPU tensors take the plain ``F.conv2d`` path.
+    """
+
+    def __init__(self, conv: nn.Conv2d, relu: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(conv.weight.detach().contiguous(memory_format=torch.channels_last),
+                                   requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+        self.kernel_size, self.stride = tuple(conv.kernel_size), tuple(conv.stride)
+        self.dilation, self.groups = tuple(conv.dilation), conv.groups
+        self.padding = tuple(conv.padding)
+        self.dynamic = bool(getattr(conv, "_dynamic", False))
+        self.relu = relu
+        self._packed: torch.Tensor | None = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_packed"] = None
+        return state
+
+    def _pads(self, x: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]]:
+        from .same_padding import tf_same_pads
+
+        return (tf_same_pads(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0]),
+                tf_same_pads(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding = self.padding
+        if self.dynamic:
+            ph, pw = self._pads(x)
+            if ph[0] == ph[1] and pw[0] == pw[1]:
+                padding = (ph[0], pw[0])
+            else:
+                x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
+                padding = (0, 0)
+        if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4 or torch.is_grad_enabled() and (
+                self.weight.requires_grad or x.requires_grad):
+            y = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+            return F.relu(y, inplace=True) if self.relu else y
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self._packed is None:
+            self._packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight.detach(), list(padding), list(self.stride), list(self.dilation), self.groups,
+                list(x.shape))
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self._packed, None if self.bias is None else self.bias.detach(), list(padding), list(self.stride),
+            list(self.dilation), self.groups, "relu" if self.relu else "none", [], "")
+
+    def extra_repr(self) -> str:
+        return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, groups={self.groups}, tf_same={self.dynamic}, relu={self.relu}")
+
+
+def pack_convolutions(model: nn.Module) -> int:
+    """Replace the cells' and stem's convolutions by ``PackedConv2d``, fusing the separable
+    stack's inner ReLU where its BN was folded away; in place, returns the count."""
+    count = 0
+    for m in list(model.modules()):
+        if isinstance(m, SepConvStack) and isinstance(m.bn_sep_1, nn.Identity):
+            pw = m.separable_1.pointwise_conv2d
+            if isinstance(pw, nn.Conv2d):
+                m.separable_1.pointwise_conv2d = PackedConv2d(pw, relu=True)
+                m._inner_relu_fused = True
+                count += 1
+        for name, child in list(m.named_children()):
+            if isinstance(child, nn.Conv2d) and not isinstance(m, AuxHead):
+                setattr(m, name, PackedConv2d(child))
+                count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------------------------------
 # The fast cell
 # ---------------------------------------------------------------------------------------------------
 def _run_preactivated(op: nn.Module, xr: torch.Tensor) -> torch.Tensor:
-    """``op(x)`` for an op whose first step is ReLU, given ``xr = relu(x)`` already computed."""
-    if isinstance(op, ReLUConvBN):
-        return op.bn(op.conv(xr))
+    """``op(x)`` for an op whose first step is ReLU (a ``LeadingReLU``), given ``xr = relu(x)``.
+
+    The separable stack is spelled out so its inner ReLU runs in place on the fresh tensor
+    (one allocation and one memory pass fewer per stack); other ops use their ``body``.
+    """
     if isinstance(op, SepConvStack):
         y = op.bn_sep_1(op.separable_1(xr))
-        y = F.relu(y, inplace=True)  # y is a fresh tensor owned here
+        if not getattr(op, "_inner_relu_fused", False):
+            y = F.relu(y, inplace=True)  # y is a fresh tensor owned here
         return op.bn_sep_2(op.separable_2(y))
-    if isinstance(op, DilatedSepConv):
-        return op.bn(op.separable(xr))
-    raise TypeError(f"{type(op).__name__} does not start with a ReLU")
+    return op.body(xr)
 
 
-_PREACTIVATED = (ReLUConvBN, SepConvStack, DilatedSepConv)
+_PREACTIVATED = (LeadingReLU,)
 
 
 class InferenceCell(Cell):
@@ -267,6 +365,7 @@ def optimize_for_inference(
     bf16: bool = False,
     compile: bool = False,
     fast_cells: bool = True,
+    mkldnn: bool = False,
     inplace: bool = False,
 ) -> NASNet:
     """An eval-mode copy of ``model`` (or ``model`` itself with ``inplace=True``) that runs faster.
@@ -277,6 +376,9 @@ def optimize_for_inference(
         bf16: run under ``torch.autocast(bfloat16)``; results differ at bf16 precision.
         compile: ``nn.Module.compile()`` every cell (slow to warm up; needs a C++ compiler on CPU).
         fast_cells: use ``InferenceCell`` (shared ReLUs, in-place adds).
+        mkldnn: pre-pack conv weights for oneDNN and fuse the separable stacks' inner ReLU
+            (``PackedConv2d``; needs ``fold_bn``, fp32, CPU). Off by default: on the benchmark
+            machine it measured no gain over channels_last eager (docs/benchmarks.md).
         inplace: modify ``model`` instead of a deep copy.
 
     The result is meant for inference only: after ``.train()`` the cells fall back to the plain
@@ -300,6 +402,8 @@ def optimize_for_inference(
         model._fast_bf16 = bf16
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if mkldnn and not bf16 and mkldnn_fusion_available():
+        pack_convolutions(model)
     if compile:
         for cell in model.cells:
             cell.compile()

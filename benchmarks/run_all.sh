@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The timed benchmark runs behind docs/benchmarks.md, in the order and with the iteration counts used there
+# (sized to finish in ~15 minutes on 2 cores). Memory is measured separately (run_all.sh memory), since peak
+# RSS does not depend on machine load and the subprocesses take long.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+if [[ "${1:-timing}" == "memory" ]]; then
+  $PY -m benchmarks.classifier_inference --memory-only --tag _memory
+  $PY -m benchmarks.training_step --memory-only --tag _memory
+  $PY -m benchmarks.detector_latency --memory-only --tag _memory
+  exit 0
+fi
+$PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 --iters 3 --no-memory --tag _large_b1
+$PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 16 --iters 2 --no-memory --tag _large_b16
+$PY -m benchmarks.training_step --batch 2 --iters 2 --no-memory
+$PY -m benchmarks.detector_latency --which mobile --iters 3 --no-memory --tag _mobile
+$PY -m benchmarks.classifier_inference --models pnasnet5_large nasnet_a_mobile --batches 1 16 --iters 2 --no-memory --tag _others
+$PY -m benchmarks.merge_results classifier_inference _large_b1 _large_b16 _others
+$PY -m benchmarks.mac_efficiency
+$PY -m benchmarks.detector_latency --which large --iters 2 --no-memory --tag _large
+$PY -m benchmarks.merge_results detector_latency _mobile _large
+$PY -m benchmarks.report --write
