@@ -121,6 +121,15 @@ def test_bad_input_gives_one_clear_error(demo, dataset, tmp_path, capsys, bad):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("flag", ["--weights", "--dataset-json"])
+def test_missing_weights_or_dataset_json_is_named(demo, dataset, tmp_path, capsys, flag):
+    missing = str(tmp_path / ("nope.pth" if flag == "--weights" else "nope.json"))
+    rc = _run(demo, ["--input", str(dataset.val_images / "000000.jpg"), "--output", str(tmp_path / "out"),
+                     flag, missing])
+    err = capsys.readouterr().err
+    assert rc == 2 and missing in err and "Traceback" not in err
+
+
 def test_predictor_uses_the_configs_test_resize(dataset):
     from detectron2.data import transforms as T
 

@@ -114,11 +114,16 @@ def load_config(args: argparse.Namespace):
 def class_info_for(args: argparse.Namespace, cfg):
     from nasnet_det.detection.predictor import ClassInfo
 
-    if args.dataset_json:
-        info = ClassInfo.from_coco_json(args.dataset_json)
-    elif args.dataset:
-        info = ClassInfo.from_dataset(args.dataset)
-    else:
+    try:
+        if args.dataset_json:
+            info = ClassInfo.from_coco_json(args.dataset_json)
+        elif args.dataset:
+            info = ClassInfo.from_dataset(args.dataset)
+        else:
+            info = None
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(str(err)) from err
+    if info is None:
         print("demo.py: no --dataset-json/--dataset given; classes are shown as class_<k>", file=sys.stderr)
         info = ClassInfo.generic(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     if len(info.names) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
@@ -168,7 +173,7 @@ def _draw(image_bgr, instances, metadata):
 def run(args: argparse.Namespace) -> dict:
     """Everything after argument parsing; returns a small summary (also used by run_demo.py)."""
     from nasnet_det.detection.data import ImageReadError, read_image_or_fail
-    from nasnet_det.detection.predictor import NASNetPredictor, instances_to_coco_results
+    from nasnet_det.detection.predictor import NASNetPredictor, WeightsError, instances_to_coco_results
 
     inputs = expand_inputs(args.input)  # before building the model: bad input fails fast
     cfg = load_config(args)
@@ -176,9 +181,10 @@ def run(args: argparse.Namespace) -> dict:
     metadata = info.metadata()
     ids_in_json = known_image_ids(args.dataset_json)
     next_id = max(ids_in_json.values(), default=0) + 1
-    if args.weights is not None and not os.path.isfile(args.weights):
-        raise InputError(f"weights file {args.weights!r} does not exist")
-    predictor = NASNetPredictor(cfg, weights=args.weights)
+    try:
+        predictor = NASNetPredictor(cfg, weights=args.weights)
+    except WeightsError as err:
+        raise InputError(str(err)) from err
     if not predictor.cfg.MODEL.WEIGHTS:
         print("demo.py: no weights given (--weights / MODEL.WEIGHTS): the model is randomly initialised", file=sys.stderr)
 

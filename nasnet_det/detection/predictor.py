@@ -22,7 +22,11 @@ import torch
 from . import compat
 from .data import build_resize_augmentations
 
-__all__ = ["ClassInfo", "NASNetPredictor", "instances_to_coco_results"]
+__all__ = ["ClassInfo", "NASNetPredictor", "WeightsError", "instances_to_coco_results"]
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint that is missing or cannot be read; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,16 @@ class NASNetPredictor:
         if weights is not None:
             self.cfg.MODEL.WEIGHTS = weights
         self.cfg.freeze()
+        path = self.cfg.MODEL.WEIGHTS
+        if path and "://" not in path and not os.path.isfile(path):  # before the (slow) model build
+            raise WeightsError(f"weights file {path!r} does not exist")
         self.model = build_model(self.cfg)
         self.model.eval()
-        if self.cfg.MODEL.WEIGHTS:
-            compat.detection_checkpointer_class()(self.model).load(self.cfg.MODEL.WEIGHTS)
+        if path:
+            try:
+                compat.detection_checkpointer_class()(self.model).load(path)
+            except (OSError, RuntimeError, ValueError, KeyError) as err:
+                raise WeightsError(f"cannot load weights {path!r}: {err}") from err
         self.augmentations = build_resize_augmentations(self.cfg, is_train=False)
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("BGR", "RGB"):
