@@ -98,16 +98,23 @@ def training_models(name: str, impl: str, seed: int = 0) -> torch.nn.Module:
     return model.train()
 
 
-def training(name: str, impl: str, batch: int, size: int, memory_saving: bool = False, seed: int = 0
-             ) -> Callable[[], Any]:
-    """One SGD-with-momentum step: zero_grad(set_to_none) -> forward -> cross-entropy -> backward -> step."""
+def training(name: str, impl: str, batch: int, size: int, memory_saving: bool = False, seed: int = 0,
+             channels_last: bool = False) -> Callable[[], Any]:
+    """One SGD-with-momentum step: zero_grad(set_to_none) -> forward -> cross-entropy -> backward -> step.
+
+    ``channels_last`` stores the 4-D weights and the input NHWC (same math, oneDNN's faster layout).
+    """
     model = training_models(name, impl, seed)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if memory_saving:
         from nasnet_det.modeling.memory import enable_memory_saving
 
         enable_memory_saving(model)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     x = _input(batch, size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(seed + 1)
     num_classes = model.classifier.out_features if hasattr(model, "classifier") else model.num_classes
     y = torch.randint(0, num_classes, (batch,), generator=g)
@@ -131,12 +138,10 @@ def training(name: str, impl: str, batch: int, size: int, memory_saving: bool = 
 # ---------------------------------------------------------------------------------------------------
 def detector_cfg(which: str, size: int):
     """detectron2 config of a detector on CPU with random weights, testing at a fixed ``size``."""
-    if which == "r50_c4":
-        from detectron2 import model_zoo
-        from detectron2.config import get_cfg
+    import nasnet_det  # noqa: F401  (registers the plugin and the stand-in for detectron2's compiled ops)
 
-        cfg = get_cfg()
-        cfg.merge_from_file(model_zoo.get_config_file("COCO-Detection/faster_rcnn_R_50_C4_1x.yaml"))
+    if which == "r50_c4":
+        cfg = r50_c4_cfg()
     else:
         from nasnet_det.detection import load_config
 
@@ -151,6 +156,41 @@ def detector_cfg(which: str, size: int):
     return cfg
 
 
+R50_C4_ZOO = "COCO-Detection/faster_rcnn_R_50_C4_1x.yaml"
+
+
+def r50_c4_cfg():
+    """detectron2's model-zoo R50-C4 Faster R-CNN config.
+
+    Read from the installed package when it ships its configs; some installs (this venv's) do not,
+    and then the same model is set up from detectron2's defaults plus the model keys that
+    ``Base-RCNN-C4.yaml`` and ``faster_rcnn_R_50_C4_1x.yaml`` set (GeneralizedRCNN, ResNet-50 C4,
+    ``Res5ROIHeads``, RPN test top-k 6000 / 1000, no mask); the rest of those files is
+    dataset/solver/train-resize settings that inference does not read.
+    """
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    try:
+        from detectron2 import model_zoo
+
+        cfg.merge_from_file(model_zoo.get_config_file(R50_C4_ZOO))
+        cfg.BENCHMARK_CONFIG_SOURCE = "model_zoo"
+    except (RuntimeError, ImportError, FileNotFoundError):
+        cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+        cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+        cfg.MODEL.RESNETS.DEPTH = 50
+        cfg.MODEL.RESNETS.OUT_FEATURES = ["res4"]
+        cfg.MODEL.RPN.IN_FEATURES = ["res4"]
+        cfg.MODEL.ROI_HEADS.IN_FEATURES = ["res4"]
+        cfg.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"
+        cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 6000
+        cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
+        cfg.MODEL.MASK_ON = False
+        cfg.BENCHMARK_CONFIG_SOURCE = "defaults + model keys of " + R50_C4_ZOO
+    return cfg
+
+
 def configured_test_size(which: str) -> int:
     """The square test input a NASNet detector config asks for (INPUT.FIXED_SIZE_TEST)."""
     cfg = detector_cfg(which, 0)
@@ -161,6 +201,8 @@ def configured_test_size(which: str) -> int:
 
 
 def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0) -> torch.nn.Module:
+    import nasnet_det  # noqa: F401  (see detector_cfg)
+
     from detectron2.modeling import build_model
 
     torch.manual_seed(seed)

@@ -27,6 +27,12 @@ COLUMNS = [("detector", "detector", ""), ("size", "input", "d"), ("ms", "ms / im
            ("delta_mb", "step delta MB", ".0f"), ("num_detections", "dets", "d")]
 
 
+def _config_source(which: str) -> str:
+    if which == "r50_c4":
+        return str(builders.r50_c4_cfg().BENCHMARK_CONFIG_SOURCE)
+    return {"nasnet_mobile": "configs/nasnet_a_mobile_frcnn.yaml", "nasnet_large": "configs/nasnet_a_large_frcnn.yaml"}[which]
+
+
 def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, Any]]:
     det = NASNETS[which]
     size = builders.configured_test_size(det)
@@ -47,7 +53,7 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
     rows = []
     for k, kw in contenders.items():
         row: dict[str, Any] = {"detector": k, "size": size,
-                               "num_detections": len(outs[k][0]["instances"])}
+                               "num_detections": len(outs[k][0]["instances"]), "config": _config_source(kw["which"])}
         if timings:
             row.update(ms=1e3 * timings[k].wall_median, cpu_ms=1e3 * timings[k].cpu_median,
                        runs=timings[k].as_dict())

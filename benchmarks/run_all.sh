@@ -6,9 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 if [[ "${1:-timing}" == "memory" ]]; then
-  $PY -m benchmarks.classifier_inference --memory-only --tag _memory
   $PY -m benchmarks.training_step --memory-only --tag _memory
-  $PY -m benchmarks.detector_latency --memory-only --tag _memory
+  $PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 16 --memory-only --tag _memory_large
+  $PY -m benchmarks.detector_latency --which mobile --memory-only --tag _memory_mobile
+  $PY -m benchmarks.classifier_inference --models pnasnet5_large nasnet_a_mobile --batches 1 16 --memory-only \
+      --tag _memory_others
+  $PY -m benchmarks.detector_latency --which large --memory-only --tag _memory_large
+  $PY -m benchmarks.merge_results classifier_inference_memory _large _others
+  $PY -m benchmarks.merge_results detector_latency_memory _mobile _large
   exit 0
 fi
 $PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 --iters 3 --no-memory --tag _large_b1

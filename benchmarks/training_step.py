@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks.training_step --batch 2
 
-Contenders: ``timm``, ``ours`` (plain training forward) and ``ours_ckpt`` (``enable_memory_saving``:
-activation checkpointing per cell). A step is zero_grad(set_to_none) -> forward -> cross-entropy ->
+Contenders: ``timm``, ``ours`` (plain training forward), ``ours_ckpt`` (``enable_memory_saving``:
+activation checkpointing per cell) and ``ours_cl`` (plain, channels_last weights and input).
+A step is zero_grad(set_to_none) -> forward -> cross-entropy ->
 backward -> SGD(momentum) step, in train mode (BN batch statistics). Ours runs without the aux
 head (timm has none) and with drop-path progress 0 (keep = 1; timm has no drop-path).
 Peak memory is the fresh-process VmHWM of one step after a warm-up step (so the momentum buffers
@@ -19,7 +20,8 @@ from benchmarks.common import (
     apply_threads, base_parser, machine_info, measure_memory, print_table, time_alternating, write_json,
 )
 
-CONTENDERS = {"timm": dict(impl="timm"), "ours": dict(impl="ours"), "ours_ckpt": dict(impl="ours", memory_saving=True)}
+CONTENDERS = {"timm": dict(impl="timm"), "ours": dict(impl="ours"), "ours_ckpt": dict(impl="ours", memory_saving=True),
+              "ours_cl": dict(impl="ours", channels_last=True)}
 COLUMNS = [("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d"), ("img_s", "img/s", ".3f"),
            ("speedup_vs_timm", "x timm (wall)", ".2f"), ("cpu_speedup_vs_timm", "x timm (cpu)", ".2f"),
            ("peak_mb", "peak MB", ".0f"), ("delta_mb", "step delta MB", ".0f"),
@@ -37,7 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     apply_threads(args.threads)
     print(machine_info(), flush=True)
     steps, losses = {}, {}
-    if not args.memory_only:
+    if args.memory_only:
+        CONTENDERS.pop("ours_cl")
+    else:
         steps = {k: builders.training(args.model, batch=args.batch, size=args.size, **kw)
                  for k, kw in CONTENDERS.items()}
         losses = {k: s() for k, s in steps.items()}  # also the warm-up (first step's one-time allocations)

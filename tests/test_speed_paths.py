@@ -72,17 +72,21 @@ def _input(model, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-@pytest.mark.parametrize("opts", [
-    dict(channels_last=False, fast_cells=False),  # BN folding alone
-    dict(fold_bn=False, channels_last=True, fast_cells=False),  # channels_last alone
-    dict(fold_bn=False, channels_last=False, fast_cells=True),  # shared ReLUs / in-place adds alone
-    dict(),  # everything (the default)
-], ids=["fold", "channels_last", "fast_cells", "all"])
+_OPTS = {
+    "fold": dict(channels_last=False, fast_cells=False),  # BN folding alone
+    "channels_last": dict(fold_bn=False, channels_last=True, fast_cells=False),  # channels_last alone
+    "fast_cells": dict(fold_bn=False, channels_last=False, fast_cells=True),  # in-place ReLU / adds alone
+    "all": dict(),  # everything (the default)
+}
+_CASES = [(n, o) for n in sorted(MODELS) for o in ("fold", "all")] + [
+    (n, o) for n in ("nasnet_a_skip", "pnasnet5") for o in ("channels_last", "fast_cells")]
+
+
+@pytest.mark.parametrize("name,opts", _CASES, ids=[f"{n}-{o}" for n, o in _CASES])
 def test_inference_paths_match_plain(name, opts):
     model = MODELS[name]()
     x = _input(model)
-    fast = optimize_for_inference(model, **opts)
+    fast = optimize_for_inference(model, **_OPTS[opts])
     with torch.inference_mode():
         ref, out = model(x), fast(x)
     assert out.dtype == torch.float32 and out.shape == ref.shape
