@@ -17,3 +17,7 @@ if _importlib_util.find_spec("detectron2") is not None:
     from . import detection  # noqa: F401  (registers with detectron2)
 
 __version__ = "0.1.0"
+__all__ = [
+    "Genotype", "GenotypeError", "build_nasnet", "create_model", "get_genotype", "list_genotypes",
+    "list_models", "register_genotype", "resolve_genotype",
+]

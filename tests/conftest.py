@@ -1,5 +1,8 @@
 """Shared pytest helpers.
 
+Torch runs on ONE thread for the whole session: on a small shared CPU (CI has 2 cores) OpenMP
+threads that spin against each other make these small convolutions several times slower.
+
 ``shared_data`` gives the path of the shared data folder (``../shared/data`` next to the
 repository, or ``$NASNET_SHARED_DATA``) and skips the test with a clear reason when it is absent.
 """
@@ -9,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,3 +32,11 @@ def shared_data() -> Path:
         pytest.skip(f"shared data folder not found ({REPO_ROOT.parent / 'shared' / 'data'}; "
                     "set NASNET_SHARED_DATA to point elsewhere)")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

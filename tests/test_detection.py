@@ -32,13 +32,11 @@ from test_detection_common import (  # noqa: E402
     CONFIGS,
     COCO_MINI_TRAIN_IMAGES,
     COCO_MINI_TRAIN_JSON,
-    one_torch_thread,  # noqa: F401  (fixture)
     requires_coco_mini,
     tiny_opts,
     write_coco_subset,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # noqa: F811
 
 MOBILE = str(CONFIGS / "nasnet_a_mobile_frcnn.yaml")
 LARGE = str(CONFIGS / "nasnet_a_large_frcnn.yaml")

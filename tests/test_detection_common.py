@@ -71,22 +71,6 @@ def write_coco_subset(src_json: Path, image_ids, dst_json: Path) -> Path:
     return dst_json
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Run a module's tests on one intra-op thread, then restore.
-
-    On a small shared CPU (2 cores, several jobs) OpenMP threads spin-wait on each other; one
-    thread measured 1.5-3x faster here for these small convolutions. Import this fixture into a
-    test module (``from test_detection_common import one_torch_thread``) and use it through ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def no_tensorboard(monkeypatch):
     """DefaultTrainer's TensorboardXWriter imports tensorboard (and TensorFlow when installed):

@@ -20,7 +20,6 @@ from test_detection_common import (  # noqa: E402
     COCO_MINI_TRAIN_IMAGES,
     COCO_MINI_TRAIN_JSON,
     no_tensorboard,  # noqa: F401  (fixture)
-    one_torch_thread,  # noqa: F401  (fixture)
     OVERFIT_IMAGE_IDS,
     ROOT,
     requires_coco_mini,
@@ -28,7 +27,6 @@ from test_detection_common import (  # noqa: E402
     write_coco_subset,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # noqa: F811
 
 MOBILE = str(CONFIGS / "nasnet_a_mobile_frcnn.yaml")
 

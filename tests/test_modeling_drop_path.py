@@ -7,14 +7,6 @@ import torch
 from nasnet_det.modeling import build_nasnet, create_model, drop_path, drop_path_keep_prob
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("cell_index, progress", [(0, 0.0), (0, 1.0), (5, 0.3), (13, 0.5), (21, 1.0), (21, 2.0)])
 def test_keep_prob_formula_large(cell_index, progress):
     """keep = 1 - t * (cell_num + 1) / total_num_cells * (1 - p); Large: p = 0.7, 22 cells."""

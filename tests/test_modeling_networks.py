@@ -17,15 +17,6 @@ from nasnet_det.modeling.factorized_reduction import FactorizedReduction
 from nasnet_det.modeling.ops import ConvBN, PoolOp, ReLUConvBN
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2 shared cores: oversubscribed OpenMP threads make CPU convs orders of magnitude slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @functools.lru_cache(maxsize=None)
 def _meta_model_cached(name: str, items: tuple) -> NASNet:
     with torch.device("meta"):

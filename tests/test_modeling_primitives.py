@@ -13,15 +13,6 @@ from nasnet_det.modeling import AvgPool2dSame, Conv2dSame, FactorizedReduction, 
 from nasnet_det.modeling.ops import SepConvStack, build_op
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2 shared cores: oversubscribed OpenMP threads make CPU convs orders of magnitude slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def tf():
     tf = pytest.importorskip("tensorflow", reason="tensorflow-cpu is the reference for TF-exactness")

@@ -28,15 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 SPACE = SearchSpace()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The controller is tiny; on a shared 2-core machine extra threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def synthetic_cfg(**extra: str):
     opts = {"child.trainer": "synthetic", "executor.kind": "inline", "num_archs": "40", "ppo.lr": "0.01"}
     opts.update(extra)

@@ -23,15 +23,6 @@ FP32_TOL = 1e-4  # max |diff| relative to max |reference|: BN folding reorders a
 BF16_TOL = 5e-2  # bf16 keeps 8 mantissa bits; errors compound over ~10 cells
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: on a shared 2-core box OpenMP spinning makes 2 threads slower, not faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Non-trivial BN statistics and affines, so folding is really exercised."""
     g = torch.Generator().manual_seed(seed)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..modeling.state_check import state_dict_mismatch
+
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_step(\d+)\.pth$")
 
 
@@ -101,19 +103,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def load_model_state_strict(model: torch.nn.Module, state: dict, what: str) -> None:
     """``load_state_dict`` with a one-paragraph error when the architecture differs."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            parts.append(f"{len(wrong)} with another shape (e.g. {wrong[0]})")
-        raise CheckpointError(f"{what} was written for a different architecture: " + "; ".join(parts)
-                              + ". Check model.name / genotype / num_cells / penultimate_filters / num_classes.")
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise CheckpointError(f"{what} was written for a different architecture: {problem}. "
+                              "Check model.name / genotype / num_cells / penultimate_filters / num_classes.")
     model.load_state_dict(state)

@@ -182,7 +182,7 @@ def tf_name(key: str, model: nn.Module, shape: tuple[int, ...]) -> tuple[list[st
     if leaf == "num_batches_tracked":
         return None
     if parts[0] == "conv0":
-        return ([f"conv0/weights"], "conv") if parts[1] == "conv" else ([_bn_names("conv0_bn", leaf)], "vector")
+        return (["conv0/weights"], "conv") if parts[1] == "conv" else ([_bn_names("conv0_bn", leaf)], "vector")
     if parts[0] == "classifier":
         return ([f"final_layer/FC/{'weights' if leaf == 'weight' else 'biases'}"], "fc" if leaf == "weight" else "vector")
     if parts[0] == "aux_head":
@@ -272,12 +272,10 @@ _OPTIMIZER_SLOT = re.compile(r"/(RMSProp(_\d+)?|Momentum|Adam(_\d+)?)$")
 def read_tf_checkpoint(path: str) -> dict[str, "object"]:
     """All variables of a TF checkpoint as numpy arrays (needs tensorflow)."""
     try:
-        import tensorflow as tf  # noqa: F401
+        import tensorflow as tf
     except ImportError:
         raise WeightsError("reading a TF-slim checkpoint needs TensorFlow: pip install tensorflow-cpu "
                            "(only for the conversion; the converted safetensors file does not need it)") from None
-    import tensorflow as tf
-
     try:
         reader = tf.train.load_checkpoint(path)
         names = reader.get_variable_to_shape_map()

@@ -26,6 +26,8 @@ from typing import Any, Mapping
 
 import torch
 
+from ..modeling.state_check import state_dict_mismatch
+
 FORMAT_VERSION = "1"
 UNSAFE_FLAG_HINT = ("Only if you trust where this file came from, pass --allow-unsafe-pickle "
                     "(Python: allow_unsafe_pickle=True).")
@@ -226,21 +228,10 @@ def load_state_dict(path: str | os.PathLike, allow_unsafe_pickle: bool = False) 
 
 def check_architecture(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Raise ONE WeightsError summarising every missing / unexpected / mis-shaped tensor."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            parts.append(f"{len(wrong)} with another shape (e.g. {wrong[0]})")
-        raise WeightsError(f"{what} does not fit this model (a different architecture?): " + "; ".join(parts)
-                           + ". Build the model with the genotype / num_cells / filters / num_classes "
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise WeightsError(f"{what} does not fit this model (a different architecture?): {problem}. "
+                           "Build the model with the genotype / num_cells / filters / num_classes "
                            "recorded in the file's metadata.")
 
 
