@@ -2,8 +2,10 @@
 
 ``make demo`` must train a detector from scratch on a CPU in minutes and still show that it
 *learns*, so the data has to be easy enough to converge quickly yet not degenerate: five shape
-classes whose colours are random (the class is in the outline, not the colour), drawn at random
-sizes, rotations and positions on noisy gradients with clutter lines. Category ids are deliberately
+classes, each with its own hue family (jittered by ``SyntheticSpec.hue_jitter``; 90 makes colours
+random so that only the outline tells the classes apart, a much slower task for a small detector
+trained from scratch), drawn at random sizes, rotations, saturations and brightnesses on noisy
+gradients with clutter lines of any colour. Category ids are deliberately
 sparse (1, 2, 4, 7, 9) so the contiguous-id mapping of detectron2 and the evaluation are exercised
 the same way as on real COCO.
 
@@ -24,7 +26,7 @@ import cv2
 import numpy as np
 
 #: bump when the drawing code changes, so that a cached dataset is regenerated
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -65,20 +67,21 @@ def _cross() -> np.ndarray:
 
 @dataclass(frozen=True)
 class ShapeClass:
-    """One category: its COCO id, name and outline (a polygon in the unit disc)."""
+    """One category: its COCO id, name, outline (a polygon in the unit disc) and hue (OpenCV, 0-180)."""
 
     id: int
     name: str
     outline: Callable[[], np.ndarray]
+    hue: float
 
 
 #: the categories, with sparse COCO ids on purpose
 SHAPES: tuple[ShapeClass, ...] = (
-    ShapeClass(1, "circle", _circle),
-    ShapeClass(2, "square", _square),
-    ShapeClass(4, "triangle", _triangle),
-    ShapeClass(7, "star", _star),
-    ShapeClass(9, "cross", _cross),
+    ShapeClass(1, "circle", _circle, hue=0.0),
+    ShapeClass(2, "square", _square, hue=30.0),
+    ShapeClass(4, "triangle", _triangle, hue=65.0),
+    ShapeClass(7, "star", _star, hue=105.0),
+    ShapeClass(9, "cross", _cross, hue=145.0),
 )
 
 
@@ -101,6 +104,8 @@ class SyntheticSpec:
     clutter_lines: tuple[int, int] = (2, 10)
     # minimum colour distance (sum of |BGR| differences) between an object and the background under it
     min_contrast: float = 90.0
+    # how far (OpenCV hue units, 0-180 is the full circle) an object's hue strays from its class hue
+    hue_jitter: float = 8.0
     jpeg_quality: int = 95
 
     def __post_init__(self) -> None:
@@ -122,10 +127,11 @@ class SyntheticObject:
     mask: np.ndarray = field(repr=False)
 
 
-def _random_colour(rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float]) -> np.ndarray:
-    hsv = np.array(
-        [[[rng.uniform(0, 180), rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]], dtype=np.float32
-    ).astype(np.uint8)
+def _random_colour(
+    rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float], hue: tuple[float, float] = (0, 180)
+) -> np.ndarray:
+    h = rng.uniform(*hue) % 180
+    hsv = np.array([[[h, rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]], dtype=np.float32).astype(np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
@@ -185,7 +191,8 @@ def render_sample(rng: np.random.Generator, spec: SyntheticSpec = SyntheticSpec(
             continue
         under = img[mask > 0].astype(np.float32).mean(axis=0)
         for _attempt in range(20):  # a colour that stands out from what is underneath
-            colour = _random_colour(rng, (0.45, 1.0), (0.35, 1.0))
+            hues = (shape.hue - spec.hue_jitter, shape.hue + spec.hue_jitter)
+            colour = _random_colour(rng, (0.45, 1.0), (0.35, 1.0), hues)
             if np.abs(colour - under).sum() >= spec.min_contrast:
                 break
         img[mask > 0] = colour.astype(np.uint8)
