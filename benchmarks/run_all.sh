@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+THREADS=${THREADS:-1}  # see docs/benchmarks.md: 2 OpenMP threads on a shared 2-core box measure the neighbours
 if [[ "${1:-timing}" == "memory" ]]; then
   $PY -m benchmarks.training_step --memory-only --tag _memory
   $PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 16 --memory-only --tag _memory_large
@@ -16,13 +17,13 @@ if [[ "${1:-timing}" == "memory" ]]; then
   $PY -m benchmarks.merge_results detector_latency_memory _mobile _large
   exit 0
 fi
-$PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 --iters 3 --no-memory --tag _large_b1
-$PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 16 --iters 2 --no-memory --tag _large_b16
-$PY -m benchmarks.training_step --batch 2 --iters 2 --no-memory
-$PY -m benchmarks.detector_latency --which mobile --iters 3 --no-memory --tag _mobile
-$PY -m benchmarks.classifier_inference --models pnasnet5_large nasnet_a_mobile --batches 1 16 --iters 2 --no-memory --tag _others
+$PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 --iters 3 --no-memory --threads $THREADS --tag _large_b1
+$PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 16 --iters 2 --no-memory --threads $THREADS --tag _large_b16
+$PY -m benchmarks.training_step --batch 2 --iters 2 --no-memory --threads $THREADS
+$PY -m benchmarks.detector_latency --which mobile --iters 3 --no-memory --threads $THREADS --tag _mobile
+$PY -m benchmarks.classifier_inference --models pnasnet5_large nasnet_a_mobile --batches 1 16 --iters 2 --no-memory --threads $THREADS --tag _others
 $PY -m benchmarks.merge_results classifier_inference _large_b1 _large_b16 _others
-$PY -m benchmarks.mac_efficiency
-$PY -m benchmarks.detector_latency --which large --iters 2 --no-memory --tag _large
+$PY -m benchmarks.mac_efficiency --threads $THREADS
+$PY -m benchmarks.detector_latency --which large --iters 2 --no-memory --threads $THREADS --tag _large
 $PY -m benchmarks.merge_results detector_latency _mobile _large
 $PY -m benchmarks.report --write
