@@ -92,7 +92,6 @@ def test_cli_bad_input_is_one_line(tmp_path):
 
 
 @requires_coco_mini
-@pytest.mark.slow
 def test_overfit_a_handful_of_real_images(tmp_path, no_tensorboard):
     """From scratch (no pretrained weights offline): a small NASNet-A detector learns 6 real COCO
     images with sparse category ids; COCOEvaluator on the same images must give AP50 >= 30."""
