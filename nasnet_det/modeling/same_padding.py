@@ -83,6 +83,15 @@ class Conv2dSame(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
+def _only_trailing_pad(ph: tuple[int, int], pw: tuple[int, int], stride: int) -> bool:
+    """TF pads only after the input, by less than a stride (stride 2 on even sizes).
+
+    Then PyTorch's ``ceil_mode`` adds exactly TF's partial last window, and its divisor counts only
+    real cells, so the pool runs on ``x`` itself instead of on a padded copy.
+    """
+    return ph[0] == 0 and pw[0] == 0 and ph[1] < stride and pw[1] < stride
+
+
 class MaxPool2dSame(nn.Module):
     """TF SAME max pooling: padded cells never win (PyTorch's implicit padding is -inf too)."""
 
@@ -97,6 +106,8 @@ class MaxPool2dSame(nn.Module):
         pw = tf_same_pads(x.shape[-1], k, s)
         if ph[0] == ph[1] and pw[0] == pw[1] and max(ph[0], pw[0]) <= k // 2:
             return F.max_pool2d(x, k, s, (ph[0], pw[0]))
+        if _only_trailing_pad(ph, pw, s):
+            return F.max_pool2d(x, k, s, 0, ceil_mode=True)
         x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]), value=float("-inf"))
         return F.max_pool2d(x, k, s)
 
@@ -122,6 +133,8 @@ class AvgPool2dSame(nn.Module):
         pw = tf_same_pads(x.shape[-1], k, s)
         if ph[0] == ph[1] and pw[0] == pw[1] and max(ph[0], pw[0]) <= k // 2:
             return F.avg_pool2d(x, k, s, (ph[0], pw[0]), count_include_pad=False)
+        if _only_trailing_pad(ph, pw, s):
+            return F.avg_pool2d(x, k, s, 0, ceil_mode=True)
         pad = (pw[0], pw[1], ph[0], ph[1])
         summed = F.avg_pool2d(F.pad(x, pad), k, s)
         ones = x.new_ones((1, 1, x.shape[-2], x.shape[-1]))
