@@ -92,54 +92,61 @@ def _only_trailing_pad(ph: tuple[int, int], pw: tuple[int, int], stride: int) ->
     return ph[0] == 0 and pw[0] == 0 and ph[1] < stride and pw[1] < stride
 
 
-class MaxPool2dSame(nn.Module):
+class _PoolSame(nn.Module):
+    """TF SAME pooling. PyTorch's own pool computes two cases directly, with no padded copy:
+    symmetric pads, and pads only after the input by less than a stride (via ``ceil_mode``).
+    Subclasses say how to pool and how to handle the general asymmetric case."""
+
+    extra = ""
+
+    def __init__(self, kernel_size: int, stride: int = 1) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def _pool(self, x: torch.Tensor, padding: tuple[int, int] | int, ceil_mode: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _pool_padded(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size, self.stride
+        ph = tf_same_pads(x.shape[-2], k, s)
+        pw = tf_same_pads(x.shape[-1], k, s)
+        if ph[0] == ph[1] and pw[0] == pw[1] and max(ph[0], pw[0]) <= k // 2:
+            return self._pool(x, (ph[0], pw[0]), False)
+        if _only_trailing_pad(ph, pw, s):
+            return self._pool(x, 0, True)
+        return self._pool_padded(x, (pw[0], pw[1], ph[0], ph[1]))
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding=TF-SAME{self.extra}"
+
+
+class MaxPool2dSame(_PoolSame):
     """TF SAME max pooling: padded cells never win (PyTorch's implicit padding is -inf too)."""
 
-    def __init__(self, kernel_size: int, stride: int = 1) -> None:
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride
+    def _pool(self, x: torch.Tensor, padding: tuple[int, int] | int, ceil_mode: bool) -> torch.Tensor:
+        return F.max_pool2d(x, self.kernel_size, self.stride, padding, ceil_mode=ceil_mode)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, s = self.kernel_size, self.stride
-        ph = tf_same_pads(x.shape[-2], k, s)
-        pw = tf_same_pads(x.shape[-1], k, s)
-        if ph[0] == ph[1] and pw[0] == pw[1] and max(ph[0], pw[0]) <= k // 2:
-            return F.max_pool2d(x, k, s, (ph[0], pw[0]))
-        if _only_trailing_pad(ph, pw, s):
-            return F.max_pool2d(x, k, s, 0, ceil_mode=True)
-        x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]), value=float("-inf"))
-        return F.max_pool2d(x, k, s)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding=TF-SAME"
+    def _pool_padded(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+        return F.max_pool2d(F.pad(x, pad, value=float("-inf")), self.kernel_size, self.stride)
 
 
-class AvgPool2dSame(nn.Module):
+class AvgPool2dSame(_PoolSame):
     """TF SAME average pooling: the divisor counts only real (unpadded) cells.
 
-    Symmetric case: ``count_include_pad=False``. Asymmetric case: pool the zero-padded input and a
-    padded ones-mask of the (1, 1, H, W) plane identically and divide; the mask is tiny.
+    Direct cases: ``count_include_pad=False``. General asymmetric case: pool the zero-padded input
+    and a padded ones-mask of the (1, 1, H, W) plane identically and divide; the mask is tiny.
     """
 
-    def __init__(self, kernel_size: int, stride: int = 1) -> None:
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride
+    extra = ", exclude_pad"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _pool(self, x: torch.Tensor, padding: tuple[int, int] | int, ceil_mode: bool) -> torch.Tensor:
+        return F.avg_pool2d(x, self.kernel_size, self.stride, padding, ceil_mode=ceil_mode, count_include_pad=False)
+
+    def _pool_padded(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
         k, s = self.kernel_size, self.stride
-        ph = tf_same_pads(x.shape[-2], k, s)
-        pw = tf_same_pads(x.shape[-1], k, s)
-        if ph[0] == ph[1] and pw[0] == pw[1] and max(ph[0], pw[0]) <= k // 2:
-            return F.avg_pool2d(x, k, s, (ph[0], pw[0]), count_include_pad=False)
-        if _only_trailing_pad(ph, pw, s):
-            return F.avg_pool2d(x, k, s, 0, ceil_mode=True)
-        pad = (pw[0], pw[1], ph[0], ph[1])
-        summed = F.avg_pool2d(F.pad(x, pad), k, s)
         ones = x.new_ones((1, 1, x.shape[-2], x.shape[-1]))
-        count = F.avg_pool2d(F.pad(ones, pad), k, s)
-        return summed / count
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding=TF-SAME, exclude_pad"
+        return F.avg_pool2d(F.pad(x, pad), k, s) / F.avg_pool2d(F.pad(ones, pad), k, s)
