@@ -136,8 +136,9 @@ def training(name: str, impl: str, batch: int, size: int, memory_saving: bool = 
 # ---------------------------------------------------------------------------------------------------
 # Detectors
 # ---------------------------------------------------------------------------------------------------
-def detector_cfg(which: str, size: int):
-    """detectron2 config of a detector on CPU with random weights, testing at a fixed ``size``."""
+def detector_cfg(which: str, size: int, proposals: int | None = None):
+    """detectron2 config of a detector on CPU with random weights, testing at a fixed ``size``;
+    ``proposals`` overrides the config's test-time proposal count (RPN.POST_NMS_TOPK_TEST)."""
     import nasnet_det  # noqa: F401  (registers the plugin and the stand-in for detectron2's compiled ops)
 
     if which == "r50_c4":
@@ -152,6 +153,8 @@ def detector_cfg(which: str, size: int):
         cfg = load_config(str(REPO / path), freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
+    if proposals:
+        cfg.MODEL.RPN.POST_NMS_TOPK_TEST = proposals
     cfg.freeze()
     return cfg
 
@@ -200,13 +203,49 @@ def configured_test_size(which: str) -> int:
     return int(fixed[0]) if fixed else int(cfg.INPUT.MIN_SIZE_TEST)
 
 
-def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0) -> torch.nn.Module:
+def _pin_proposals(model: torch.nn.Module, count: int, seed: int) -> None:
+    """Make the RPN hand exactly ``count`` proposals to the ROI heads, as a trained one does.
+
+    With random weights the RPN's proposals are degenerate: a random-init ResNet-50's activations
+    grow through its residual blocks until every box decodes to nothing (R50-C4 keeps 0 of 1000),
+    and NASNet keeps an arbitrary number. The second stage would then cost nothing, while with
+    trained weights on a real image the post-NMS top-k is full (R50-C4: 1000, NASNet config: 50)
+    and that second stage (res5 / the last NASNet cells per ROI) is the expensive part of a C4
+    detector. So the RPN still runs (its cost counts), and its output is replaced by ``count``
+    fixed boxes of 16 px to half the image, the same boxes for every detector.
+    """
+    from detectron2.structures import Boxes, Instances
+
+    rpn = model.proposal_generator
+    plain_forward = rpn.forward
+
+    def forward(images, features, gt_instances=None):
+        _, losses = plain_forward(images, features, gt_instances)
+        out = []
+        for i, (h, w) in enumerate(images.image_sizes):
+            g = torch.Generator().manual_seed(seed + i)
+            wh = 16 + torch.rand(count, 2, generator=g) * (torch.tensor([w, h]) / 2 - 16).clamp_min(1)
+            xy = torch.rand(count, 2, generator=g) * (torch.tensor([w, h]) - wh)
+            inst = Instances((h, w))
+            inst.proposal_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
+            inst.objectness_logits = torch.linspace(1.0, -1.0, count)
+            out.append(inst)
+        return out, losses
+
+    rpn.forward = forward
+
+
+def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0,
+                   proposals: int | None = None) -> torch.nn.Module:
+    """A detector in eval mode whose RPN yields exactly its config's test proposal count (see ``_pin_proposals``)."""
     import nasnet_det  # noqa: F401  (see detector_cfg)
 
     from detectron2.modeling import build_model
 
     torch.manual_seed(seed)
-    model = build_model(detector_cfg(which, size)).eval()
+    cfg = detector_cfg(which, size, proposals)
+    model = build_model(cfg).eval()
+    _pin_proposals(model, cfg.MODEL.RPN.POST_NMS_TOPK_TEST, seed)
     if optimized and which != "r50_c4":
         from nasnet_det.modeling.inference import optimize_detector_for_inference
 
@@ -214,9 +253,10 @@ def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0
     return model
 
 
-def detector(which: str, size: int, optimized: bool = False, seed: int = 0) -> Callable[[], Any]:
+def detector(which: str, size: int, optimized: bool = False, seed: int = 0,
+             proposals: int | None = None) -> Callable[[], Any]:
     """Inference on one ``size``x``size`` image (model-side preprocessing included, no data loading)."""
-    model = detector_model(which, size, optimized, seed)
+    model = detector_model(which, size, optimized, seed, proposals)
     g = torch.Generator().manual_seed(seed + 7)
     image = (torch.rand(3, size, size, generator=g) * 255).float()
     inputs = [{"image": image, "height": size, "width": size}]

@@ -3,11 +3,14 @@
     .venv/bin/python -m benchmarks.detector_latency                     # mobile @600 and large @1200
     .venv/bin/python -m benchmarks.detector_latency --which mobile
 
-All detectors have random weights (speed does not depend on them, except through how many
-proposals survive NMS: each model uses its own config's test settings, i.e. R50-C4's model-zoo
-1000 post-NMS proposals and NASNet's TF-config 50) and run on CPU on the same synthetic image of
-the NASNet config's fixed test size; the R50-C4 model gets that same image size (its model-side
+All detectors have random weights and run on CPU on the same synthetic image of the NASNet
+config's fixed test size; the R50-C4 model gets that same image size (its model-side
 preprocessing does not resize; ResizeShortestEdge lives in the data mapper, not used here).
+Speed does not depend on the weights except through the number of proposals reaching the second
+stage, so every RPN is made to hand over exactly its config's test count, as a trained RPN does on
+a real image (``benchmarks.builders._pin_proposals``): R50-C4's model-zoo 1000 and NASNet's
+TF-config 50. A second R50-C4 row runs with NASNet's proposal count, to separate the backbone
+from the proposal budget.
 R50-C4: ``COCO-Detection/faster_rcnn_R_50_C4_1x.yaml`` from detectron2's model zoo, MODEL.DEVICE cpu.
 """
 from __future__ import annotations
@@ -21,8 +24,10 @@ from benchmarks.common import (
 )
 
 NASNETS = {"mobile": "nasnet_mobile", "large": "nasnet_large"}
-COLUMNS = [("detector", "detector", ""), ("size", "input", "d"), ("ms", "ms / image", ".0f"),
-           ("cpu_ms", "cpu ms / image", ".0f"), ("speedup_vs_r50", "x R50-C4 (wall)", ".2f"),
+COLUMNS = [("detector", "detector", ""), ("size", "input", "d"), ("proposals", "proposals", "d"),
+           ("ms", "ms / image", ".0f"), ("cpu_ms", "cpu ms / image", ".0f"),
+           ("speedup_vs_r50", "x R50-C4 (wall)", ".2f"),
+           ("speedup_vs_r50_same_proposals", "x R50-C4 same proposals", ".2f"),
            ("cpu_speedup_vs_r50", "x R50-C4 (cpu)", ".2f"), ("peak_mb", "peak MB", ".0f"),
            ("delta_mb", "step delta MB", ".0f"), ("num_detections", "dets", "d")]
 
@@ -36,7 +41,9 @@ def _config_source(which: str) -> str:
 def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, Any]]:
     det = NASNETS[which]
     size = builders.configured_test_size(det)
+    nasnet_proposals = int(builders.detector_cfg(det, size).MODEL.RPN.POST_NMS_TOPK_TEST)
     contenders = {f"{det}": dict(which=det, optimized=False), f"{det}_fast": dict(which=det, optimized=True),
+                  f"r50_c4_{nasnet_proposals}p": dict(which="r50_c4", optimized=False, proposals=nasnet_proposals),
                   "r50_c4": dict(which="r50_c4", optimized=False)}
     if not timing:
         rows = []
@@ -52,7 +59,8 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
     timings = time_alternating(steps, iters, warmup=0) if timing else {}
     rows = []
     for k, kw in contenders.items():
-        row: dict[str, Any] = {"detector": k, "size": size,
+        row: dict[str, Any] = {"detector": k, "size": size, "proposals": kw.get("proposals") or int(
+                                   builders.detector_cfg(kw["which"], size).MODEL.RPN.POST_NMS_TOPK_TEST),
                                "num_detections": len(outs[k][0]["instances"]), "config": _config_source(kw["which"])}
         if timings:
             row.update(ms=1e3 * timings[k].wall_median, cpu_ms=1e3 * timings[k].cpu_median,
@@ -62,10 +70,11 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
             row["peak_mb"], row["delta_mb"] = row["memory"]["peak_mb"], row["memory"]["delta_mb"]
         rows.append(row)
     if timings:
-        base = rows[-1]
+        zoo, same = rows[-1], rows[-2]
         for r in rows:
-            r["speedup_vs_r50"] = base["ms"] / r["ms"]
-            r["cpu_speedup_vs_r50"] = base["cpu_ms"] / r["cpu_ms"]
+            r["speedup_vs_r50"] = zoo["ms"] / r["ms"]
+            r["cpu_speedup_vs_r50"] = zoo["cpu_ms"] / r["cpu_ms"]
+            r["speedup_vs_r50_same_proposals"] = same["ms"] / r["ms"]
     return rows
 
 

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-1}  # see docs/benchmarks.md: 2 OpenMP threads on a shared 2-core box measure the neighbours
 if [[ "${1:-timing}" == "memory" ]]; then
-  $PY -m benchmarks.training_step --memory-only --tag _memory
+  $PY -m benchmarks.training_step --memory-only --batch 2 --tag _memory_b2
+  $PY -m benchmarks.training_step --memory-only --batch 8 --tag _memory_b8
+  $PY -m benchmarks.merge_results training_step_memory _b2 _b8
   $PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 16 --memory-only --tag _memory_large
   $PY -m benchmarks.detector_latency --which mobile --memory-only --tag _memory_mobile
   $PY -m benchmarks.classifier_inference --models pnasnet5_large nasnet_a_mobile --batches 1 16 --memory-only \

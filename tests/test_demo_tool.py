@@ -87,7 +87,7 @@ def test_globs_videos_and_unknown_dataset(demo, dataset, tmp_path):
     writer.release()
     out = tmp_path / "out"
     pattern = str(dataset.val_images / "00000[01].jpg")
-    rc = _run(demo, ["--input", pattern, str(video), "--output", str(out), "--confidence-threshold", "0.0"])
+    rc = _run(demo, ["--input", pattern, str(video), "--output", str(out), "--confidence-threshold", "0.0", "--fast"])
     assert rc == 0
     index = json.loads((out / "images.json").read_text())["images"]
     assert [im["file_name"] for im in index] == ["000000.jpg", "000001.jpg", "clip.avi", "clip.avi", "clip.avi"]
@@ -160,3 +160,27 @@ def test_predictor_uses_the_configs_test_resize(dataset):
     assert info.names == ("circle", "square", "triangle", "star", "cross") and info.dataset_ids == (1, 2, 4, 7, 9)
     res = instances_to_coco_results(instances[:2], 42, info, file_name="x.jpg")
     assert all(r["image_id"] == 42 and r["category_id"] in info.dataset_ids and r["file_name"] == "x.jpg" for r in res)
+
+
+def test_fast_predictor_gives_the_same_detections(dataset):
+    """``optimize=True`` (tools/demo.py --fast): BN folded + channels_last, same detections up to fp32 rounding."""
+    import torch
+
+    from nasnet_det.detection import load_config
+    from nasnet_det.detection.predictor import NASNetPredictor
+    from nasnet_det.modeling.inference import InferenceCell
+
+    cfg = load_config(CONFIG, OPTS + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    torch.manual_seed(0)
+    plain = NASNetPredictor(cfg)
+    torch.manual_seed(0)
+    fast = NASNetPredictor(cfg, optimize=True)
+    assert any(isinstance(m, InferenceCell) for m in fast.model.modules())
+    assert not any(isinstance(m, InferenceCell) for m in plain.model.modules())
+    image = cv2.imread(str(next(iter(sorted(dataset.val_images.glob("*.jpg"))))))
+    a, b = plain(image), fast(image)
+    assert len(a) and len(a) == len(b)
+    # near-tied scores of an untrained head may swap places: compare the best detection and the score lists
+    assert torch.allclose(a.scores.sort().values, b.scores.sort().values, rtol=1e-3, atol=1e-5)
+    best_a, best_b = int(a.scores.argmax()), int(b.scores.argmax())
+    assert torch.allclose(a.pred_boxes.tensor[best_a], b.pred_boxes.tensor[best_b], atol=1e-2)

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from nasnet_det.modeling import Cell, build_nasnet, create_model
+from nasnet_det.modeling.ops import ConvBN
 from nasnet_det.modeling.inference import (
     InferenceCell, InferenceNASNet, PackedConv2d, fold_batchnorm, mkldnn_fusion_available,
     optimize_detector_for_inference, optimize_for_inference,
 )
 from nasnet_det.modeling.memory import (
-    CheckpointedCell, disable_memory_saving, enable_memory_saving, memory_saving_enabled,
+    CheckpointedCell, CheckpointedConvBN, disable_memory_saving, enable_memory_saving, memory_saving_enabled,
 )
 
 FP32_TOL = 1e-4  # max |diff| relative to max |reference|: BN folding reorders a few float ops
@@ -183,6 +184,7 @@ def test_checkpointing_gives_identical_training_step(name):
         c.drop_path_keep_prob = 0.6
     ckpt = enable_memory_saving(copy.deepcopy(model))
     assert memory_saving_enabled(ckpt) and all(isinstance(c, CheckpointedCell) for c in ckpt.cells)
+    assert type(ckpt.conv0) is CheckpointedConvBN  # the full-resolution stem is recomputed too
     assert list(ckpt.state_dict()) == list(model.state_dict())
     x, y = _input(model), torch.tensor([1, 3])
     la, lb = _train_step(model, x, y), _train_step(ckpt, x, y)
@@ -195,6 +197,7 @@ def test_checkpointing_gives_identical_training_step(name):
         assert torch.equal(b, c), n
     disable_memory_saving(ckpt)
     assert not memory_saving_enabled(ckpt) and all(type(c) is Cell for c in ckpt.cells)
+    assert type(ckpt.conv0) is ConvBN
 
 
 def test_checkpointing_is_inert_in_eval_and_no_grad():

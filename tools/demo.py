@@ -90,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--dataset-json", help="COCO json giving the class names and category ids (and image ids)")
     src.add_argument("--dataset", help="registered detectron2 dataset to take class names and ids from")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--fast", action="store_true",
+                   help="fold BN into the convolutions and use channels_last (same detections up to fp32 rounding)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     return p.parse_args(argv)
 
@@ -182,7 +184,7 @@ def run(args: argparse.Namespace) -> dict:
     ids_in_json = known_image_ids(args.dataset_json)
     next_id = max(ids_in_json.values(), default=0) + 1
     try:
-        predictor = NASNetPredictor(cfg, weights=args.weights)
+        predictor = NASNetPredictor(cfg, weights=args.weights, optimize=args.fast)
     except WeightsError as err:
         raise InputError(str(err)) from err
     if not predictor.cfg.MODEL.WEIGHTS:

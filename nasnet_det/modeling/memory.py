@@ -5,7 +5,8 @@ output, depthwise output, BN input, pool output...) but hands only ONE tensor (i
 output, 6F wide for NASNet-A) to the next cell. Checkpointing each cell stores just the cell
 inputs and recomputes the inside during backward, one cell at a time, so activation memory
 drops from the sum over all cells to (cell boundaries + one cell's interior), for about one
-extra forward of compute. The concat outputs are the checkpoint boundaries, so the
+extra forward of compute. The stem convolution is checkpointed too (its full-resolution pre-BN
+output would otherwise be the largest tensor kept). The concat outputs are the checkpoint boundaries, so the
 "memory-efficient concat" comes for free: a cell's per-block tensors are never held past its
 forward.
 
@@ -28,8 +29,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .cell import Cell
+from .ops import ConvBN
 
-__all__ = ["CheckpointedCell", "enable_memory_saving", "disable_memory_saving", "memory_saving_enabled"]
+__all__ = ["CheckpointedCell", "CheckpointedConvBN", "enable_memory_saving", "disable_memory_saving", "memory_saving_enabled"]
 
 
 @contextlib.contextmanager
@@ -55,6 +57,25 @@ def _running_stats_restored(module: nn.Module) -> Iterator[None]:
                     b.copy_(v)
 
 
+def _checkpointed(module: nn.Module, plain_forward, *inputs):
+    """``plain_forward(module, *inputs)`` under ``torch.utils.checkpoint``, BN statistics updated once."""
+    calls = 0
+
+    def run(*args):
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the real forward: BN statistics update as usual
+            return plain_forward(module, *args)
+        with _running_stats_restored(module):  # the recompute in backward
+            return plain_forward(module, *args)
+
+    return checkpoint(run, *inputs, use_reentrant=False, preserve_rng_state=True)
+
+
+def _recording(module: nn.Module) -> bool:
+    return module.training and torch.is_grad_enabled()
+
+
 class CheckpointedCell(Cell):
     """A ``Cell`` whose training forward is recomputed in backward instead of stored.
 
@@ -62,19 +83,23 @@ class CheckpointedCell(Cell):
     """
 
     def forward(self, h: torch.Tensor, h_prev: torch.Tensor | None) -> torch.Tensor:
-        if not (self.training and torch.is_grad_enabled()):
+        if not _recording(self):
             return Cell.forward(self, h, h_prev)
-        calls = 0
+        return _checkpointed(self, Cell.forward, h, h_prev)
 
-        def run(h_: torch.Tensor, h_prev_: torch.Tensor | None) -> torch.Tensor:
-            nonlocal calls
-            calls += 1
-            if calls == 1:  # the real forward: BN statistics update as usual
-                return Cell.forward(self, h_, h_prev_)
-            with _running_stats_restored(self):  # the recompute in backward
-                return Cell.forward(self, h_, h_prev_)
 
-        return checkpoint(run, h, h_prev, use_reentrant=False, preserve_rng_state=True)
+class CheckpointedConvBN(ConvBN):
+    """The stem ``ConvBN`` with its pre-BN activation recomputed in backward.
+
+    At the stem's full resolution that one tensor (conv output kept for BN's backward) is as big
+    as a whole cell's boundary, so it is worth dropping too; the BN output is the first cells'
+    input and stays.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _recording(self):
+            return ConvBN.forward(self, x)
+        return _checkpointed(self, ConvBN.forward, x)
 
 
 def _cells_of(model: nn.Module) -> nn.ModuleList:
@@ -85,12 +110,16 @@ def _cells_of(model: nn.Module) -> nn.ModuleList:
 
 
 def enable_memory_saving(model: nn.Module, cells: Iterable[int] | None = None) -> nn.Module:
-    """Checkpoint every cell of ``model`` (or the positions in ``cells``), in place; returns ``model``.
+    """Checkpoint every cell of ``model`` and its stem conv (or only the cells at the positions in
+    ``cells``), in place; returns ``model``.
 
     Works on a full ``NASNet`` and on the trimmed ones inside the detection backbone / ROI heads
     (placeholder ``nn.Identity`` cells are skipped).
     """
     all_cells = _cells_of(model)
+    stem = getattr(model, "conv0", None)
+    if cells is None and type(stem) is ConvBN:
+        stem.__class__ = CheckpointedConvBN
     for i in (range(len(all_cells)) if cells is None else cells):
         cell = all_cells[i]
         if type(cell) is Cell:
@@ -102,6 +131,8 @@ def enable_memory_saving(model: nn.Module, cells: Iterable[int] | None = None) -
 
 def disable_memory_saving(model: nn.Module) -> nn.Module:
     """Undo ``enable_memory_saving`` in place."""
+    if type(getattr(model, "conv0", None)) is CheckpointedConvBN:
+        model.conv0.__class__ = ConvBN
     for cell in _cells_of(model):
         if type(cell) is CheckpointedCell:
             cell.__class__ = Cell
