@@ -244,25 +244,19 @@ def _sep_kernel(model: nn.Module, key: str) -> int:
     return int(model.state_dict()[f"{owner}.separable_1.depthwise_conv2d.weight"].shape[-1])
 
 
+# TF -> torch axis order of each weight layout: conv HWIO -> OIHW, depthwise HWCM -> CMHW (C*M = groups * 1).
+_TF_TO_TORCH_AXES = {"conv": (3, 2, 0, 1), "depthwise": (2, 3, 0, 1), "fc": (1, 0)}
+
+
 def tf_to_torch_layout(value: torch.Tensor, layout: str) -> torch.Tensor:
-    if layout == "conv":
-        return value.permute(3, 2, 0, 1)
-    if layout == "depthwise":
-        return value.permute(2, 3, 0, 1)
-    if layout == "fc":
-        return value.t()
-    return value
+    axes = _TF_TO_TORCH_AXES.get(layout)
+    return value if axes is None else value.permute(*axes)
 
 
 def torch_to_tf_layout(value: torch.Tensor, layout: str) -> torch.Tensor:
     """Inverse of ``tf_to_torch_layout`` (used to write test checkpoints)."""
-    if layout == "conv":
-        return value.permute(2, 3, 1, 0)
-    if layout == "depthwise":
-        return value.permute(2, 3, 0, 1)
-    if layout == "fc":
-        return value.t()
-    return value
+    axes = _TF_TO_TORCH_AXES.get(layout)
+    return value if axes is None else value.permute(*sorted(range(len(axes)), key=axes.__getitem__))
 
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
