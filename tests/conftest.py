@@ -5,16 +5,47 @@ threads that spin against each other make these small convolutions several times
 
 ``shared_data`` gives the path of the shared data folder (``../shared/data`` next to the
 repository, or ``$NASNET_SHARED_DATA``) and skips the test with a clear reason when it is absent.
+
+``load_tool`` gives a function that loads a command-line script ``tools/<name>.py`` as a module.
 """
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+_tool_loads = itertools.count()
+
+
+def load_tool(name: str) -> types.ModuleType:
+    """Load ``tools/<name>.py`` by path, execute it and return the fresh module.
+
+    Tools are loaded by path because ``tools/`` is not a package (nothing imports it; the scripts
+    are what users run, so the tests exercise those very files). Each call executes the script
+    again under a unique module name, registered in ``sys.modules``: dataclasses look their module
+    up there while the class is created, and the registration is harmless otherwise.
+    """
+    path = REPO_ROOT / "tools" / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no tool script {path}")
+    module_name = f"nasnet_det_tools_{name}_{next(_tool_loads)}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
 
 
 def shared_data_path() -> Path | None:
@@ -32,6 +63,12 @@ def shared_data() -> Path:
         pytest.skip(f"shared data folder not found ({REPO_ROOT.parent / 'shared' / 'data'}; "
                     "set NASNET_SHARED_DATA to point elsewhere)")
     return path
+
+
+@pytest.fixture(name="load_tool", scope="session")
+def load_tool_fixture():
+    """The :func:`load_tool` function: ``load_tool("demo")`` returns the loaded ``tools/demo.py``."""
+    return load_tool
 
 
 @pytest.fixture(autouse=True, scope="session")

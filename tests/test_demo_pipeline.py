@@ -6,29 +6,16 @@ really learns is measured by ``make demo`` itself (docs/demo.md), not here.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import math
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("detectron2")
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _load_run_demo():
-    spec = importlib.util.spec_from_file_location("nasnet_det_tools_run_demo_test", ROOT / "tools" / "run_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_run_demo_pipeline_and_rerun(tmp_path, capsys):
-    run_demo = _load_run_demo()
+def test_run_demo_pipeline_and_rerun(tmp_path, capsys, load_tool):
+    run_demo = load_tool("run_demo")
     out = tmp_path / "demo"
     argv = [
         "--output", str(out), "--num-train", "4", "--num-val", "3", "--image-size", "64",

@@ -4,18 +4,12 @@ Needs only numpy, OpenCV and pycocotools (the generator does not import torch or
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nasnet_det.detection import synthetic as syn
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def test_render_is_deterministic_by_seed():
     a_img, a_objs = syn.render_sample(np.random.default_rng([3, 0, 7]))
@@ -105,11 +99,8 @@ def test_spec_rejects_impossible_sizes():
         syn.SyntheticSpec(min_objects=3, max_objects=2)
 
 
-def test_make_synthetic_dataset_cli(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("make_synthetic_dataset", ROOT / "tools" / "make_synthetic_dataset.py")
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool  # dataclasses look their module up there
-    spec.loader.exec_module(tool)
+def test_make_synthetic_dataset_cli(tmp_path, capsys, load_tool):
+    tool = load_tool("make_synthetic_dataset")
     argv = ["--output", str(tmp_path), "--num-train", "3", "--num-val", "2", "--image-size", "80",
             "--min-radius", "8", "--max-radius", "16"]
     assert tool.main(argv) == 0

@@ -6,9 +6,7 @@ the config's test-time resize, and one clear error for a bad input file.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -26,17 +24,9 @@ SIZE = 96
 OPTS = ["INPUT.FIXED_SIZE_TEST", f"({SIZE}, {SIZE})", "MODEL.RPN.POST_NMS_TOPK_TEST", "20"]
 
 
-def _load_demo():
-    spec = importlib.util.spec_from_file_location("nasnet_det_tools_demo_test", ROOT / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def demo():
-    return _load_demo()
+def demo(load_tool):
+    return load_tool("demo")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ COCOEvaluator numbers, clear CLI errors; and the overfitting test (boxes, sparse
 evaluation line up)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -31,21 +30,14 @@ from test_detection_common import (  # noqa: E402
 MOBILE = str(CONFIGS / "nasnet_a_mobile_frcnn.yaml")
 
 
-def _train_net():
-    spec = importlib.util.spec_from_file_location("nasnet_train_net", ROOT / "tools" / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _iterations(output_dir: Path) -> list[int]:
     return [json.loads(line)["iteration"] for line in (output_dir / "metrics.json").read_text().splitlines()
             if "total_loss" in line]
 
 
 @requires_coco_mini
-def test_train_resume_and_eval_only(tmp_path, no_tensorboard):
-    train_net = _train_net()
+def test_train_resume_and_eval_only(tmp_path, no_tensorboard, load_tool):
+    train_net = load_tool("train_net")
     data = write_coco_subset(COCO_MINI_TRAIN_JSON, OVERFIT_IMAGE_IDS[:2], tmp_path / "two.json")
     out = tmp_path / "run"
     common = ["--config-file", MOBILE, "--dataset-json", str(data), "--image-root", str(COCO_MINI_TRAIN_IMAGES)]
@@ -92,10 +84,10 @@ def test_cli_bad_input_is_one_line(tmp_path):
 
 
 @requires_coco_mini
-def test_overfit_a_handful_of_real_images(tmp_path, no_tensorboard):
+def test_overfit_a_handful_of_real_images(tmp_path, no_tensorboard, load_tool):
     """From scratch (no pretrained weights offline): a small NASNet-A detector learns 6 real COCO
     images with sparse category ids; COCOEvaluator on the same images must give AP50 >= 30."""
-    train_net = _train_net()
+    train_net = load_tool("train_net")
     data = write_coco_subset(COCO_MINI_TRAIN_JSON, OVERFIT_IMAGE_IDS, tmp_path / "six.json")
     out = tmp_path / "overfit"
     args = train_net.build_parser().parse_args(

@@ -2,7 +2,6 @@
 real files, and the CLI works end to end and fails with one clear line."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -112,13 +111,6 @@ def test_dot_output_needs_no_renderer(monkeypatch, tmp_path):
     assert out.read_text() == genotype_dot(NASNET_A, "reduce")
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("draw_cell_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -127,8 +119,8 @@ def _load_tool():
         (["{tmp}/missing.json", "--out", "{tmp}/cell.png"], "missing.json: genotype file not found"),
     ],
 )
-def test_cli_bad_input_gives_one_clear_error(argv, message, tmp_path, capsys):
-    tool = _load_tool()
+def test_cli_bad_input_gives_one_clear_error(argv, message, tmp_path, capsys, load_tool):
+    tool = load_tool("draw_cell")
     assert tool.main([arg.format(tmp=tmp_path) for arg in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("draw_cell.py: error: ") and message in err and "\n" not in err

@@ -185,12 +185,8 @@ def test_amp_bf16_and_channels_last_run(synthetic_folder, tmp_path):
     assert list((tmp_path / "tb").iterdir()), "TensorBoard events written"
 
 
-def test_cli_bad_config_is_one_clear_error(tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pretrain_cli", ROOT / "tools" / "pretrain.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+def test_cli_bad_config_is_one_clear_error(tmp_path, capsys, load_tool):
+    cli = load_tool("pretrain")
     assert cli.main(["data.train_dir=/nonexistent/imagenet/train"]) == 2
     assert "data.train_dir: directory '/nonexistent/imagenet/train' does not exist" in capsys.readouterr().err
     assert cli.main(["optim.lr_decay_epoch=3"]) == 2

@@ -110,18 +110,9 @@ def test_wrong_architecture_is_one_clear_error(small_model, tmp_path):
         load_weights_into(other, path)
 
 
-def _convert_cli():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("convert_weights_cli", ROOT / "tools" / "convert_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_convert_cli_refuses_unsafe_pickle_and_reports(small_model, tmp_path, capsys):
+def test_convert_cli_refuses_unsafe_pickle_and_reports(small_model, tmp_path, capsys, load_tool):
     """tools/convert_weights.py: one line of error (exit 2) for an unsafe pickle; inspect prints metadata."""
-    cli = _convert_cli()
+    cli = load_tool("convert_weights")
     path = tmp_path / "evil.pth"
     torch.save({"model": small_model.state_dict(), "x": Payload()}, path)
     assert cli.main(["inspect", str(path)]) == 2
