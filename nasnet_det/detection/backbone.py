@@ -15,6 +15,7 @@ from torch import nn
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
+from ..modeling.memory import enable_memory_saving
 from .norm import convert_norm, freeze, set_batchnorm_hparams
 from .split_nasnet import NASNetConfigError, SplitInfo, build_stage
 
@@ -72,6 +73,8 @@ def build_nasnet_backbone(cfg, input_shape: ShapeSpec) -> NASNetBackbone:
     net = convert_norm(net, c.NORM)
     backbone = NASNetBackbone(net, info, c.OUT_FEATURE)
     backbone.freeze(int(cfg.MODEL.BACKBONE.FREEZE_AT))
+    if c.MEMORY_SAVING:
+        enable_memory_saving(net)
     logger.info(
         "NASNet backbone: %s, cells[:%d], output %r stride %d, %d channels (%d + %d)",
         c.GENOTYPE, info.split_at, c.OUT_FEATURE, info.stride, info.prev_channels + info.channels,

@@ -43,6 +43,11 @@ def add_nasnet_config(cfg: CN) -> CN:
     _C.MODEL.NASNET.SPLIT_AT = -1
     # Name of the backbone's single output map (RPN.IN_FEATURES / ROI_HEADS.IN_FEATURES use it).
     _C.MODEL.NASNET.OUT_FEATURE = "nas4"
+    # Activation checkpointing per cell (nasnet_det.modeling.memory) of the backbone (stem conv
+    # included) and the ROI head: training keeps only the cell boundaries plus one cell's interior
+    # alive instead of every cell's ~40 intermediate maps, for about one extra forward of compute.
+    # Outputs, gradients and state_dict keys are unchanged; inert in eval. For batches that do not fit.
+    _C.MODEL.NASNET.MEMORY_SAVING = False
 
     # Fixed (height, width) resize that ignores the aspect ratio, as TF's fixed_shape_resizer does.
     # (0, 0) = off: detectron2's ResizeShortestEdge with INPUT.MIN_SIZE_* / MAX_SIZE_*.

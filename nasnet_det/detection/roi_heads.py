@@ -16,6 +16,7 @@ from torch import nn
 from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads import Res5ROIHeads
 
+from ..modeling.memory import enable_memory_saving
 from .norm import convert_norm, set_batchnorm_hparams
 from .split_nasnet import SplitInfo, build_stage
 
@@ -53,5 +54,7 @@ class NASNetROIHeads(Res5ROIHeads):
         c = cfg.MODEL.NASNET
         set_batchnorm_hparams(net, float(c.BN_MOMENTUM), float(c.BN_EPS))
         net = convert_norm(net, c.NORM)
+        if c.MEMORY_SAVING:
+            enable_memory_saving(net)
         stage = NASNetSecondStage(net, info)
         return stage, stage.out_channels

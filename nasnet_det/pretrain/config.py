@@ -109,6 +109,7 @@ class TrainConfig:
     amp: bool = False                # bf16 autocast on CPU, fp16 + GradScaler on CUDA
     amp_dtype: str = "auto"          # auto | bfloat16 | float16
     channels_last: bool = False
+    memory_saving: bool = False      # checkpoint every cell: less activation memory, ~1 extra forward
     freeze_bn: bool = False          # BN in eval mode (running stats) while training
     checkpoint_every_steps: int = 0  # 0: only at the end of every epoch
     keep_checkpoints: int = 2

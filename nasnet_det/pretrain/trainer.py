@@ -22,7 +22,7 @@ from torch import nn
 
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, load_model_state_strict, rng_state,
                          save_checkpoint, set_rng_state)
-from .config import PretrainConfig
+from .config import ConfigError, PretrainConfig
 from .data import GlobalBatchSampler, SeededImageFolder, build_loader, eval_transform, train_transform
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, cleanup, init_distributed
 from .optim import LRSchedule, ModelEMA, build_optimizer, set_lr
@@ -50,6 +50,27 @@ def build_model(cfg: PretrainConfig, num_classes: int) -> nn.Module:
         if getattr(m, key) is not None:
             overrides.setdefault(key, getattr(m, key))
     return create_model(m.name, num_classes=num_classes, **overrides)
+
+
+def build_train_model(cfg: PretrainConfig, num_classes: int, device: torch.device) -> nn.Module:
+    """``build_model`` on ``device`` with the train section's model options applied (before any DDP wrap).
+
+    ``train.memory_saving`` checkpoints every cell and the stem conv (``enable_memory_saving``):
+    training activation memory drops to the cell boundaries plus one cell's interior for about one
+    extra forward of compute, with the same outputs, gradients and state_dict keys; it is what lets a
+    batch that does not fit otherwise train. ``train.channels_last`` stores the weights NHWC.
+    """
+    model = build_model(cfg, num_classes).to(device)
+    if cfg.train.memory_saving:
+        from nasnet_det.modeling.memory import enable_memory_saving
+
+        try:
+            enable_memory_saving(model)
+        except TypeError as err:
+            raise ConfigError(f"train.memory_saving: {err}") from err
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -148,9 +169,7 @@ class Pretrainer:
 
         # Same seed on every rank for the weights; DDP also broadcasts rank 0's at wrap time.
         torch.manual_seed(t.seed)
-        self.model = build_model(cfg, num_classes).to(self.info.device)
-        if t.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = build_train_model(cfg, num_classes, self.info.device)
         self.ema = ModelEMA(self.model, cfg.optim.ema_decay, cfg.optim.ema_warmup) if cfg.optim.ema_decay > 0 else None
         # Dropout / drop path streams differ per rank (as on real replicas).
         torch.manual_seed(t.seed + 1000 * self.info.rank)
