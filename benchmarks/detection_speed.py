@@ -7,12 +7,15 @@ Uses a real coco_mini image (../shared/data) at each config's fixed input size f
 batch 1 for training (random initialisation: speed does not depend on the weights, but the
 number of proposals does, so RPN keeps its configured POST_NMS_TOPK and the ROI head its
 BATCH_SIZE_PER_IMAGE). ``--train-size`` overrides the training input (NASNet-A Large at 1200x1200
-needs more memory than a small shared machine has). Prints one markdown row per config.
+needs more memory than a small shared machine has). Prints one markdown row per config; the
+process's peak RSS (after inference and training; training dominates) is in the JSON line. Run one
+config per process when comparing peaks, e.g. with and without ``MODEL.NASNET.MEMORY_SAVING True``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -72,6 +75,7 @@ def measure(config: str, repeats: int, train_size: int | None, extra_opts: list[
         "config": config, "params": params, "test_input": list(test_input["image"].shape[1:]),
         "train_input": list(train_input["image"].shape[1:]), "s_per_image": round(s_per_image, 2),
         "s_per_iter": round(s_per_iter, 2), "threads": torch.get_num_threads(), "opts": extra_opts,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
 

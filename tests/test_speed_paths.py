@@ -200,6 +200,15 @@ def test_checkpointing_gives_identical_training_step(name):
     assert type(ckpt.conv0) is ConvBN
 
 
+def test_optimizing_a_memory_saving_model_uses_the_fast_cells():
+    model = MODELS["nasnet_a"]()
+    fast = optimize_for_inference(enable_memory_saving(copy.deepcopy(model)))
+    assert all(type(c) is InferenceCell for c in fast.cells)
+    x = _input(model)
+    with torch.inference_mode():
+        assert _rel(fast(x), model(x)) < FP32_TOL
+
+
 def test_checkpointing_is_inert_in_eval_and_no_grad():
     model = MODELS["nasnet_a"]()
     ckpt = enable_memory_saving(copy.deepcopy(model)).eval()

@@ -35,6 +35,7 @@ from torch import nn
 
 from .cell import Cell
 from .factorized_reduction import FactorizedReduction
+from .memory import disable_memory_saving
 from .network import AuxHead, NASNet
 from .ops import ConvBN, DilatedSepConv, FactorizedConv, LeadingReLU, ReLUConvBN, SepConvStack
 
@@ -389,6 +390,7 @@ def optimize_for_inference(
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
+    disable_memory_saving(model)  # a training-time option; its cell classes would block the fast ones
     if fold_bn:
         fold_batchnorm(model)
     if fast_cells:
