@@ -92,6 +92,7 @@ def _worker_main(conn: Any, env: dict[str, str], parent_pid: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     from .child import run_trial
 
+    conn.send(("ready", None))  # start-up (importing torch) done: child.timeout_s counts from here
     while True:
         try:
             task = conn.recv()
@@ -121,6 +122,7 @@ class _Worker:
         child_conn.close()
         self.busy: tuple[Future, dict, float] | None = None
         self.completed = 0
+        self.ready = False  # set when the worker reports its start-up done
 
 
 def default_workers(cfg: ExecutorConfig) -> tuple[int, list[str | None]]:
@@ -209,7 +211,7 @@ class ProcessExecutor(Executor):
                 fut.set_running_or_notify_cancel()
                 w.busy = (fut, task, time.monotonic())
 
-    def _replace(self, w: _Worker, reason: str) -> None:  # under the lock
+    def _replace(self, w: _Worker, reason: str, startup_death: bool = True) -> None:  # under the lock
         if w.busy is not None:
             fut, task, _ = w.busy
             w.busy = None
@@ -218,7 +220,7 @@ class ProcessExecutor(Executor):
             w.conn.close()
         except OSError:
             pass
-        if w.completed == 0:
+        if w.completed == 0 and startup_death:
             self.startup_deaths += 1
             if self.startup_deaths > 2 * self.slots + 2:
                 self._break(f"local worker processes keep dying before finishing any trial ({reason}); "
@@ -248,17 +250,23 @@ class ProcessExecutor(Executor):
                 if self._closed:
                     return
                 workers = list(self._workers)
-            waitables = [w.conn for w in workers if w.busy is not None] + [w.proc.sentinel for w in workers]
+            waitables = ([w.conn for w in workers if w.busy is not None or not w.ready]
+                         + [w.proc.sentinel for w in workers])
             ready = set(mp_wait(waitables, timeout=0.2))
             with self._lock:
                 if self._closed:
                     return
                 for w in workers:
-                    if w.busy is not None and w.conn in ready:
+                    if (w.busy is not None or not w.ready) and w.conn in ready:
                         try:
                             status, payload = w.conn.recv()
                         except (EOFError, OSError):
                             continue  # died while sending: the sentinel reports it below
+                        if status == "ready":  # a task sent during start-up starts its clock now
+                            w.ready = True
+                            if w.busy is not None:
+                                w.busy = (w.busy[0], w.busy[1], time.monotonic())
+                            continue
                         fut, _task, _ = w.busy
                         w.busy = None
                         w.completed += 1
@@ -274,11 +282,12 @@ class ProcessExecutor(Executor):
                         what = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
                         hint = " (SIGKILL: killed by hand or by the out-of-memory killer)" if code == -9 else ""
                         self._replace(w, f"worker pid {w.proc.pid} died ({what}){hint}")
-                    elif (w.busy is not None and self.timeout_s
+                    elif (w.busy is not None and w.ready and self.timeout_s
                           and time.monotonic() - w.busy[2] > self.timeout_s):
                         w.proc.kill()
                         w.proc.join(timeout=5)
-                        self._replace(w, f"worker pid {w.proc.pid} killed after child.timeout_s={self.timeout_s}s")
+                        self._replace(w, f"worker pid {w.proc.pid} killed after child.timeout_s={self.timeout_s}s",
+                                      startup_death=False)  # it started: a slow child, not a broken setup
                 self._dispatch()
 
     def shutdown(self) -> None:
@@ -352,11 +361,15 @@ class RayExecutor(Executor):
         ref = self._remote.remote(dict(task, threads=self.threads))
         out: Future = Future()
         out.set_running_or_notify_cancel()
+        timed_out = threading.Event()
 
         def translate(inner: Future) -> None:
             err = inner.exception()
             if err is None:
                 out.set_result(inner.result())
+            elif timed_out.is_set():
+                out.set_exception(WorkerLost(f"trial {task.get('trial_id')}: Ray task force-cancelled after "
+                                             f"child.timeout_s={self.timeout_s}s ({type(err).__name__})"))
             elif isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                                   ray.exceptions.OutOfMemoryError, ray.exceptions.ObjectLostError,
                                   ray.exceptions.TaskCancelledError)):
@@ -368,7 +381,12 @@ class RayExecutor(Executor):
 
         ref.future().add_done_callback(translate)
         if self.timeout_s:  # a child overrunning child.timeout_s is force-cancelled: a retryable loss
-            timer = threading.Timer(self.timeout_s, lambda: None if out.done() else ray.cancel(ref, force=True))
+            def cancel() -> None:
+                if not out.done():
+                    timed_out.set()
+                    ray.cancel(ref, force=True)
+
+            timer = threading.Timer(self.timeout_s, cancel)
             timer.daemon = True
             timer.start()
         return out
