@@ -90,10 +90,13 @@ def test_max_pool_matches_tf(tf, size, k, stride):
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("k, stride", [(3, 2), (3, 1)])
-def test_avg_pool_excludes_padding_like_tf(tf, size, k, stride):
+@pytest.mark.parametrize("k, stride", [(3, 2), (3, 1), (5, 1)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])  # NCHW stride 1 runs as an all-ones depthwise conv
+def test_avg_pool_excludes_padding_like_tf(tf, size, k, stride, layout):
     x = torch.randn(2, 3, *size) + 3.0
     ref = tf.nn.avg_pool2d(_nhwc(x), k, stride, "SAME")
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(AvgPool2dSame(k, stride)(x), _nchw(ref), atol=1e-5, rtol=1e-5)
 
 

@@ -11,6 +11,8 @@ on odd sizes) the op's own padding argument is used, so no extra tensor is mater
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -134,17 +136,43 @@ class MaxPool2dSame(_PoolSame):
         return F.max_pool2d(F.pad(x, pad, value=float("-inf")), self.kernel_size, self.stride)
 
 
+@functools.lru_cache(maxsize=64)
+def _reciprocal_window_counts(height: int, width: int, kernel: int, padding: tuple[int, int]) -> torch.Tensor:
+    """1 / (number of real cells under each window) of a stride-1 pool, as a (1, 1, H, W) CPU tensor.
+
+    Made outside inference mode, so the cached tensor can also be saved for a later backward.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        ones = torch.ones(1, 1, height, width)
+        counts = F.conv2d(ones, torch.ones(1, 1, kernel, kernel), padding=padding)
+        return counts.reciprocal_()
+
+
 class AvgPool2dSame(_PoolSame):
     """TF SAME average pooling: the divisor counts only real (unpadded) cells.
 
     Direct cases: ``count_include_pad=False``. General asymmetric case: pool the zero-padded input
     and a padded ones-mask of the (1, 1, H, W) plane identically and divide; the mask is tiny.
+
+    CPU, NCHW, stride 1 (the normal cells' pools): PyTorch's NCHW ``avg_pool2d`` kernel is 3-8x
+    slower than a depthwise convolution with an all-ones kernel (oneDNN), so the window sums come
+    from that convolution and are scaled by the cached reciprocal window counts; the result equals
+    ``avg_pool2d`` up to float rounding (~1e-7). channels_last inputs (the optimized path) and GPUs
+    keep PyTorch's pool, which is fast there, and so do traces (exports and fvcore's MAC counts see
+    a pool, not a convolution).
     """
 
     extra = ", exclude_pad"
 
     def _pool(self, x: torch.Tensor, padding: tuple[int, int] | int, ceil_mode: bool) -> torch.Tensor:
-        return F.avg_pool2d(x, self.kernel_size, self.stride, padding, ceil_mode=ceil_mode, count_include_pad=False)
+        k = self.kernel_size
+        if (self.stride == 1 and not ceil_mode and x.dim() == 4 and x.device.type == "cpu"
+                and x.dtype == torch.float32 and x.is_contiguous() and not torch.is_autocast_enabled("cpu")
+                and not torch.jit.is_tracing()):
+            pad = (padding, padding) if isinstance(padding, int) else padding
+            sums = F.conv2d(x, x.new_ones((x.shape[1], 1, k, k)), padding=pad, groups=x.shape[1])
+            return sums.mul_(_reciprocal_window_counts(x.shape[-2], x.shape[-1], k, tuple(pad)))
+        return F.avg_pool2d(x, k, self.stride, padding, ceil_mode=ceil_mode, count_include_pad=False)
 
     def _pool_padded(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
         k, s = self.kernel_size, self.stride
