@@ -75,6 +75,15 @@ def build(results: Path) -> str:
             if r["model"] == "nasnet_a_large" and r["impl"] == "ours" and "speedup_vs_timm" in r:
                 targets.append(f"- (for reference) plain ours / timm, nasnet_a_large batch {r['batch']}: "
                                f"{r['speedup_vs_timm']:.2f}x wall")
+    bf16 = _load("classifier_inference_bf16", results)
+    if bf16:
+        m = bf16["machine"]
+        parts.append(f"\n### bf16 autocast (AMX) inference, its own side-by-side run ({m['utc']} UTC, "
+                     f"{m['torch_threads']} threads)\n")
+        parts.append(_table(bf16["rows"], [
+            ("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d"), ("img_s", "img/s", ".3f"),
+            ("speedup_vs_timm", "x timm (wall)", ".2f"), ("rel_diff_vs_ours_plain", "max rel diff vs ours plain", ".1e"),
+            ("top1_agree_vs_timm", "top-1 agree", ".2f")]))
     tr, tr_mem = _load("training_step", results), _load("training_step_memory", results)
     if tr:
         rows = tr["rows"]

@@ -19,7 +19,7 @@ if [[ "${1:-timing}" == "memory" ]]; then
   $PY -m benchmarks.merge_results detector_latency_memory _mobile _large
   exit 0
 fi
-$PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 --iters 3 --no-memory --threads $THREADS --tag _large_b1
+$PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 --iters 8 --no-memory --threads $THREADS --tag _large_b1
 $PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 16 --iters 2 --no-memory --threads $THREADS --tag _large_b16
 $PY -m benchmarks.training_step --batch 2 --iters 2 --no-memory --threads $THREADS
 $PY -m benchmarks.detector_latency --which mobile --iters 3 --no-memory --threads $THREADS --tag _mobile
@@ -27,5 +27,6 @@ $PY -m benchmarks.classifier_inference --models pnasnet5_large nasnet_a_mobile -
 $PY -m benchmarks.merge_results classifier_inference _large_b1 _large_b16 _others
 $PY -m benchmarks.mac_efficiency --threads $THREADS
 $PY -m benchmarks.detector_latency --which large --iters 2 --no-memory --threads $THREADS --tag _large
+$PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 16 --iters 2 --bf16 --no-memory --threads $THREADS --tag _bf16
 $PY -m benchmarks.merge_results detector_latency _mobile _large
 $PY -m benchmarks.report --write
