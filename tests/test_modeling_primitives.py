@@ -83,9 +83,12 @@ def test_dilated_depthwise_matches_tf(tf):
 
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("k, stride", [(3, 2), (3, 1), (5, 2), (7, 2), (5, 1)])
-def test_max_pool_matches_tf(tf, size, k, stride):
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])  # NCHW on CPU pools a channels_last copy
+def test_max_pool_matches_tf(tf, size, k, stride, layout):
     x = torch.randn(2, 3, *size) - 5.0  # all negative: zero padding would win, -inf must not
     ref = tf.nn.max_pool2d(_nhwc(x), k, stride, "SAME")
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(MaxPool2dSame(k, stride)(x), _nchw(ref), atol=1e-5, rtol=1e-5)
 
 

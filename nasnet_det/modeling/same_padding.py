@@ -94,6 +94,15 @@ def _only_trailing_pad(ph: tuple[int, int], pw: tuple[int, int], stride: int) ->
     return ph[0] == 0 and pw[0] == 0 and ph[1] < stride and pw[1] < stride
 
 
+def _plain_cpu_nchw(x: torch.Tensor) -> bool:
+    """An eager fp32 NCHW tensor on the CPU: where PyTorch's own pooling kernels are slowest.
+
+    Traces (exports, fvcore's MAC counts) and autocast keep the plain pool ops.
+    """
+    return (x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
+            and not torch.jit.is_tracing() and not torch.is_autocast_enabled("cpu"))
+
+
 class _PoolSame(nn.Module):
     """TF SAME pooling. PyTorch's own pool computes two cases directly, with no padded copy:
     symmetric pads, and pads only after the input by less than a stride (via ``ceil_mode``).
@@ -127,9 +136,17 @@ class _PoolSame(nn.Module):
 
 
 class MaxPool2dSame(_PoolSame):
-    """TF SAME max pooling: padded cells never win (PyTorch's implicit padding is -inf too)."""
+    """TF SAME max pooling: padded cells never win (PyTorch's implicit padding is -inf too).
+
+    CPU, NCHW: PyTorch's NCHW max-pool kernel is 3-6x slower than its channels_last one, more than
+    the two layout copies cost, so the pool runs on a channels_last copy and the result is
+    returned NCHW (bit-identical values; forward and backward).
+    """
 
     def _pool(self, x: torch.Tensor, padding: tuple[int, int] | int, ceil_mode: bool) -> torch.Tensor:
+        if _plain_cpu_nchw(x):
+            x = x.contiguous(memory_format=torch.channels_last)
+            return F.max_pool2d(x, self.kernel_size, self.stride, padding, ceil_mode=ceil_mode).contiguous()
         return F.max_pool2d(x, self.kernel_size, self.stride, padding, ceil_mode=ceil_mode)
 
     def _pool_padded(self, x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
@@ -166,9 +183,7 @@ class AvgPool2dSame(_PoolSame):
 
     def _pool(self, x: torch.Tensor, padding: tuple[int, int] | int, ceil_mode: bool) -> torch.Tensor:
         k = self.kernel_size
-        if (self.stride == 1 and not ceil_mode and x.dim() == 4 and x.device.type == "cpu"
-                and x.dtype == torch.float32 and x.is_contiguous() and not torch.is_autocast_enabled("cpu")
-                and not torch.jit.is_tracing()):
+        if self.stride == 1 and not ceil_mode and _plain_cpu_nchw(x):
             pad = (padding, padding) if isinstance(padding, int) else padding
             sums = F.conv2d(x, x.new_ones((x.shape[1], 1, k, k)), padding=pad, groups=x.shape[1])
             return sums.mul_(_reciprocal_window_counts(x.shape[-2], x.shape[-1], k, tuple(pad)))
