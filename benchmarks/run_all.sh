@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-THREADS=${THREADS:-1}  # see docs/benchmarks.md: 2 OpenMP threads on a shared 2-core box measure the neighbours
+THREADS=${THREADS:-2}  # THREADS=1 on a shared box: 2 OpenMP threads next to a busy neighbour measure the neighbour
 if [[ "${1:-timing}" == "memory" ]]; then
   $PY -m benchmarks.training_step --memory-only --batch 2 --tag _memory_b2
   $PY -m benchmarks.training_step --memory-only --batch 8 --tag _memory_b8
