@@ -95,7 +95,10 @@ def plot_reward_curves(runs: dict[str, list[Trial]], path: str | Path, ks: tuple
     ax.set_ylabel("reward (validation accuracy)")
     ax.set_title("Mean reward of the top-k architectures so far")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    else:  # every trial failed so far: say so on the figure instead of an empty legend
+        ax.text(0.5, 0.5, "no finished architectures yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
