@@ -138,13 +138,14 @@ class _PoolSame(nn.Module):
 class MaxPool2dSame(_PoolSame):
     """TF SAME max pooling: padded cells never win (PyTorch's implicit padding is -inf too).
 
-    CPU, NCHW: PyTorch's NCHW max-pool kernel is 3-6x slower than its channels_last one, more than
-    the two layout copies cost, so the pool runs on a channels_last copy and the result is
-    returned NCHW (bit-identical values; forward and backward).
+    CPU, NCHW, no autograd: PyTorch's NCHW max-pool kernel is 3-6x slower than its channels_last
+    one, more than the two layout copies cost, so the pool runs on a channels_last copy and the
+    result is returned NCHW (bit-identical values). Not when recording for backward: the pool
+    would save the copy, an extra activation-sized tensor per pool in training.
     """
 
     def _pool(self, x: torch.Tensor, padding: tuple[int, int] | int, ceil_mode: bool) -> torch.Tensor:
-        if _plain_cpu_nchw(x):
+        if _plain_cpu_nchw(x) and not (x.requires_grad and torch.is_grad_enabled()):
             x = x.contiguous(memory_format=torch.channels_last)
             return F.max_pool2d(x, self.kernel_size, self.stride, padding, ceil_mode=ceil_mode).contiguous()
         return F.max_pool2d(x, self.kernel_size, self.stride, padding, ceil_mode=ceil_mode)
