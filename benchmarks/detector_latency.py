@@ -41,10 +41,12 @@ def _config_source(which: str) -> str:
 def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, Any]]:
     det = NASNETS[which]
     size = builders.configured_test_size(det)
-    nasnet_proposals = int(builders.detector_cfg(det, size).MODEL.RPN.POST_NMS_TOPK_TEST)
-    contenders = {f"{det}": dict(which=det, optimized=False), f"{det}_fast": dict(which=det, optimized=True),
+    nasnet_proposals, zoo_proposals = (int(builders.detector_cfg(w, size).MODEL.RPN.POST_NMS_TOPK_TEST)
+                                       for w in (det, "r50_c4"))
+    contenders = {f"{det}": dict(which=det, optimized=False, proposals=nasnet_proposals),
+                  f"{det}_fast": dict(which=det, optimized=True, proposals=nasnet_proposals),
                   f"r50_c4_{nasnet_proposals}p": dict(which="r50_c4", optimized=False, proposals=nasnet_proposals),
-                  "r50_c4": dict(which="r50_c4", optimized=False)}
+                  "r50_c4": dict(which="r50_c4", optimized=False, proposals=zoo_proposals)}
     if not timing:
         rows = []
         for k, kw in contenders.items():
@@ -59,8 +61,7 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
     timings = time_alternating(steps, iters, warmup=0) if timing else {}
     rows = []
     for k, kw in contenders.items():
-        row: dict[str, Any] = {"detector": k, "size": size, "proposals": kw.get("proposals") or int(
-                                   builders.detector_cfg(kw["which"], size).MODEL.RPN.POST_NMS_TOPK_TEST),
+        row: dict[str, Any] = {"detector": k, "size": size, "proposals": kw["proposals"],
                                "num_detections": len(outs[k][0]["instances"]), "config": _config_source(kw["which"])}
         if timings:
             row.update(ms=1e3 * timings[k].wall_median, cpu_ms=1e3 * timings[k].cpu_median,

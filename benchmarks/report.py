@@ -45,6 +45,16 @@ def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     return "\n".join(out)
 
 
+def _when(result: dict[str, Any]) -> str:
+    """When and how a result was measured, for its heading: time, load at the start, threads."""
+    m = result["machine"]
+    return f"({m['utc']} UTC, load avg {m['loadavg_1_5_15'][0]:.1f}, {m['torch_threads']} threads)"
+
+
+def _section(heading: str, rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    return f"### {heading}\n\n{_table(rows, cols)}\n"
+
+
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**met**" if ok else "**not met**")
 
@@ -56,10 +66,7 @@ def build(results: Path) -> str:
     if cls:
         rows = cls["rows"]
         _merge_memory(rows, cls_mem, ("model", "impl", "batch"))
-        m = cls["machine"]
-        parts.append(f"### Classifier inference ({m['utc']} UTC, load avg {m['loadavg_1_5_15'][0]:.1f}, "
-                     f"{m['torch_threads']} threads)\n")
-        parts.append(_table(rows, [
+        parts.append(_section(f"Classifier inference {_when(cls)}", rows, [
             ("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d"), ("img_s", "img/s", ".3f"),
             ("speedup_vs_timm", "x timm (wall)", ".2f"), ("cpu_speedup_vs_timm", "x timm (CPU time)", ".2f"),
             ("peak_mb", "peak RSS MB", ".0f"), ("delta_mb", "step delta MB", ".0f"),
@@ -77,20 +84,14 @@ def build(results: Path) -> str:
                                f"{r['speedup_vs_timm']:.2f}x wall")
     bf16 = _load("classifier_inference_bf16", results)
     if bf16:
-        m = bf16["machine"]
-        parts.append(f"\n### bf16 autocast (AMX) inference, its own side-by-side run ({m['utc']} UTC, "
-                     f"{m['torch_threads']} threads)\n")
-        parts.append(_table(bf16["rows"], [
+        parts.append(_section(f"bf16 autocast (AMX) inference, its own side-by-side run {_when(bf16)}", bf16["rows"], [
             ("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d"), ("img_s", "img/s", ".3f"),
             ("speedup_vs_timm", "x timm (wall)", ".2f"), ("rel_diff_vs_ours_plain", "max rel diff vs ours plain", ".1e"),
             ("top1_agree_vs_timm", "top-1 agree", ".2f")]))
     tr, tr_mem = _load("training_step", results), _load("training_step_memory", results)
     if tr:
         rows = tr["rows"]
-        m = tr["machine"]
-        parts.append(f"\n### Training step ({m['utc']} UTC, load avg {m['loadavg_1_5_15'][0]:.1f}, "
-                     f"{m['torch_threads']} threads)\n")
-        parts.append(_table(rows, [
+        parts.append(_section(f"Training step {_when(tr)}", rows, [
             ("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d"), ("img_s", "img/s", ".3f"),
             ("speedup_vs_timm", "x timm (wall)", ".2f"), ("cpu_speedup_vs_timm", "x timm (CPU time)", ".2f")]))
         by = {r["impl"]: r for r in rows}
@@ -109,9 +110,8 @@ def build(results: Path) -> str:
                            f"{by['ours_ckpt']['speedup_vs_timm']:.2f}x timm")
     if tr_mem:
         rows = tr_mem["rows"]
-        parts.append("\n### Training step peak memory (fresh process per row; peak RSS includes the torch runtime, "
-                     "weights, gradients and momentum buffers)\n")
-        parts.append(_table(rows, [
+        parts.append(_section("Training step peak memory (fresh process per row; peak RSS includes the torch "
+                              "runtime, weights, gradients and momentum buffers)", rows, [
             ("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d"),
             ("peak_mb", "peak RSS MB", ".0f"), ("delta_mb", "step delta MB", ".0f"),
             ("peak_vs_timm", "peak / timm", ".2f"), ("delta_vs_timm", "delta / timm", ".2f")]))
@@ -124,9 +124,7 @@ def build(results: Path) -> str:
     if det:
         rows = det["rows"]
         _merge_memory(rows, det_mem, ("detector", "size"))
-        m = det["machine"]
-        parts.append(f"\n### Detector latency ({m['utc']} UTC, load avg {m['loadavg_1_5_15'][0]:.1f})\n")
-        parts.append(_table(rows, [
+        parts.append(_section(f"Detector latency {_when(det)}", rows, [
             ("detector", "detector", ""), ("size", "input", "d"), ("proposals", "proposals", "d"),
             ("ms", "ms / image", ".0f"), ("cpu_ms", "CPU ms / image", ".0f"),
             ("speedup_vs_r50", "x R50-C4 (wall)", ".2f"),
@@ -142,9 +140,8 @@ def build(results: Path) -> str:
     mac = _load("mac_efficiency", results)
     if mac:
         mm = mac["matmul"]
-        parts.append(f"\n### Achieved multiply-adds vs dense fp32 matmul "
-                     f"(torch.mm {mm['n']}^3: {mm['macs_per_s'] / 1e9:.1f} GMAC/s)\n")
-        parts.append(_table(mac["rows"], [
+        parts.append(_section(f"Achieved multiply-adds vs dense fp32 matmul "
+                              f"(torch.mm {mm['n']}^3: {mm['macs_per_s'] / 1e9:.1f} GMAC/s)", mac["rows"], [
             ("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d"),
             ("gmacs_per_image", "GMACs / image", ".2f"), ("img_s", "img/s", ".3f"),
             ("achieved_gmac_s", "achieved GMAC/s", ".1f"), ("fraction_of_matmul", "fraction of matmul", ".3f")]))

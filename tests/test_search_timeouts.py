@@ -38,6 +38,16 @@ def worker_children() -> list:
     return [p for p in multiprocessing.active_children() if p.name.startswith("nasnet-search-worker")]
 
 
+def _search_then_shut_down(cfg, out_dir, executor):
+    """Run the search on ``executor``, always shut it down; returns (summary, wall seconds)."""
+    t0 = time.perf_counter()
+    try:
+        summary = run_search(cfg, out_dir, executor=executor)
+    finally:
+        executor.shutdown()
+    return summary, time.perf_counter() - t0
+
+
 def test_process_pool_kills_overrunning_children_and_records_them_failed(tmp_path):
     n, retries, timeout = 2, 1, 1.5
     cfg = load_config(None, ["child.trainer", "synthetic", "child.synthetic_sleep_s", str(SLEEP),
@@ -89,13 +99,9 @@ def test_process_pool_timeout_spares_children_that_finish_in_time(tmp_path):
                              "num_archs", str(n), "ppo.batch_size", "3", "executor.max_retries", "0"])
     slow = {i for i in range(n) if trial_seed(cfg.seed, i) % 2 == 0}
     assert slow and len(slow) < n  # the seed's parity alternates with the trial id
-    pool = ProcessExecutor(workers=2, threads=1, timeout_s=cfg.child.timeout_s)
-    t0 = time.perf_counter()
-    try:
-        summary = run_search(cfg, tmp_path, executor=pool)
-    finally:
-        pool.shutdown()
-    assert time.perf_counter() - t0 < SLEEP / 3
+    summary, wall = _search_then_shut_down(cfg, tmp_path, ProcessExecutor(workers=2, threads=1,
+                                                                          timeout_s=cfg.child.timeout_s))
+    assert wall < SLEEP / 3
     assert (summary.ok, summary.failed) == (n - len(slow), len(slow))
     for i, r in final_records(tmp_path).items():
         if i in slow:
@@ -115,13 +121,8 @@ def test_ray_force_cancels_overrunning_children_and_records_them_failed(tmp_path
     cfg = load_config(None, ["child.trainer", "synthetic", "child.synthetic_sleep_s", str(SLEEP),
                              "child.timeout_s", str(timeout), "num_archs", str(n), "ppo.batch_size", str(n),
                              "executor.max_retries", "1", "executor.kind", "ray"])
-    ex = RayExecutor(num_cpus=2, threads=1, timeout_s=cfg.child.timeout_s)
-    t0 = time.perf_counter()
-    try:
-        summary = run_search(cfg, tmp_path, executor=ex)
-    finally:
-        ex.shutdown()
-    wall = time.perf_counter() - t0
+    summary, wall = _search_then_shut_down(cfg, tmp_path, RayExecutor(num_cpus=2, threads=1,
+                                                                      timeout_s=cfg.child.timeout_s))
     assert not ray.is_initialized()
     assert wall < SLEEP / 3, f"search took {wall:.1f}s: the overrunning Ray tasks were not cancelled"
     assert (summary.finished, summary.ok, summary.failed, summary.retries) == (n, 0, n, n)

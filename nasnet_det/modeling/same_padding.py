@@ -155,14 +155,20 @@ class MaxPool2dSame(_PoolSame):
 
 
 @functools.lru_cache(maxsize=64)
-def _reciprocal_window_counts(height: int, width: int, kernel: int, padding: tuple[int, int]) -> torch.Tensor:
-    """1 / (number of real cells under each window) of a stride-1 pool, as a (1, 1, H, W) CPU tensor.
+def _window_sum_kernel(channels: int, kernel: int) -> torch.Tensor:
+    """The all-ones depthwise weight (C, 1, k, k) that sums each k x k window, as a CPU tensor.
 
-    Made outside inference mode, so the cached tensor can also be saved for a later backward.
+    Cached tensors here are made outside inference mode, so autograd may also save them.
     """
     with torch.inference_mode(False), torch.no_grad():
-        ones = torch.ones(1, 1, height, width)
-        counts = F.conv2d(ones, torch.ones(1, 1, kernel, kernel), padding=padding)
+        return torch.ones(channels, 1, kernel, kernel)
+
+
+@functools.lru_cache(maxsize=64)
+def _reciprocal_window_counts(height: int, width: int, kernel: int, padding: tuple[int, int]) -> torch.Tensor:
+    """1 / (number of real cells under each window) of a stride-1 pool, as a (1, 1, H, W) CPU tensor."""
+    with torch.inference_mode(False), torch.no_grad():
+        counts = F.conv2d(torch.ones(1, 1, height, width), _window_sum_kernel(1, kernel), padding=padding)
         return counts.reciprocal_()
 
 
@@ -186,7 +192,7 @@ class AvgPool2dSame(_PoolSame):
         k = self.kernel_size
         if self.stride == 1 and not ceil_mode and _plain_cpu_nchw(x):
             pad = (padding, padding) if isinstance(padding, int) else padding
-            sums = F.conv2d(x, x.new_ones((x.shape[1], 1, k, k)), padding=pad, groups=x.shape[1])
+            sums = F.conv2d(x, _window_sum_kernel(x.shape[1], k), padding=pad, groups=x.shape[1])
             return sums.mul_(_reciprocal_window_counts(x.shape[-2], x.shape[-1], k, tuple(pad)))
         return F.avg_pool2d(x, k, self.stride, padding, ceil_mode=ceil_mode, count_include_pad=False)
 
