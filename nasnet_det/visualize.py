@@ -23,6 +23,7 @@ from .space.diagram import (
     layout_cell,
 )
 from .space.genotype import Genotype
+from .errors import NASNetError
 
 Engine = Literal["auto", "graphviz", "matplotlib"]
 
@@ -33,7 +34,7 @@ ENGINES: tuple[str, ...] = ("auto", "graphviz", "matplotlib")
 PNG_DPI = 130
 
 
-class DiagramError(ValueError):
+class DiagramError(NASNetError, ValueError):
     """A request that cannot be drawn (bad extension, unknown engine, Graphviz missing or failing)."""
 
 

@@ -27,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import cv2  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
+from nasnet_det.errors import DataError  # noqa: E402
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 
-class InputError(ValueError):
+class InputError(DataError):
     """An --input that names nothing, or a file that cannot be read; the message names it."""
 
 

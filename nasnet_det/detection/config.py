@@ -7,6 +7,7 @@ The defaults describe NASNet-A Mobile; configs/*.yaml override them per model.
 from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
+from ..errors import ConfigError
 
 # norms the backbone and ROI head can be converted to (detectron2's get_norm names)
 SUPPORTED_NORMS = ("FrozenBN", "BN", "SyncBN", "nnSyncBN", "naiveSyncBN", "GN")
@@ -54,10 +55,6 @@ def add_nasnet_config(cfg: CN) -> CN:
     _C.INPUT.FIXED_SIZE_TRAIN = (0, 0)
     _C.INPUT.FIXED_SIZE_TEST = (0, 0)
     return cfg
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the file or key."""
 
 
 def _validate(cfg: CN) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from ..errors import DataError
 
 
-class ImageReadError(OSError):
+class ImageReadError(DataError, OSError):
     """An image listed in a dataset (or given to the predictor) is missing or cannot be decoded."""
 
 

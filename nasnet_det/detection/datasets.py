@@ -13,9 +13,10 @@ from typing import Iterable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from . import compat
+from ..errors import DataError
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """A dataset name, json file or image folder that cannot be used."""
 
 

@@ -21,12 +21,9 @@ import torch
 
 from . import compat
 from .data import build_resize_augmentations
+from ..errors import WeightsError
 
 __all__ = ["ClassInfo", "NASNetPredictor", "WeightsError", "instances_to_coco_results"]
-
-
-class WeightsError(RuntimeError):
-    """A checkpoint that is missing or cannot be read; the message names the file."""
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from torch import nn
 
 from ..modeling import build_nasnet
 from ..space import GenotypeError, resolve_genotype
+from ..errors import ConfigError
 
 
-class NASNetConfigError(ValueError):
+class NASNetConfigError(ConfigError):
     """A MODEL.NASNET.* value that cannot be built; the message names the key."""
 
 

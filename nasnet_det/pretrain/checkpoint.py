@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from ..modeling.state_check import state_dict_mismatch
+from ..errors import WeightsError
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_step(\d+)\.pth$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(WeightsError):
     """A checkpoint that cannot be used: unreadable, truncated, or for another model."""
 
 

@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
-
-
-class ConfigError(ValueError):
-    """A bad pretraining config: unknown key, wrong type, impossible value or missing path."""
+from ..errors import ConfigError
 
 
 # L2 weight decay (slim ``l2_regularizer`` scale) per model family, docs NASNET_SPEC.md section 2.

@@ -16,15 +16,12 @@ from typing import Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
+from ..errors import DataError
 
 # Inputs scaled to [-1, 1], as the TF-slim (and published) NASNet checkpoints expect.
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
-
-
-class DataError(RuntimeError):
-    """A dataset that cannot be read: missing folder, no classes, no images, corrupt image."""
 
 
 def scan_image_folder(root: str, per_class_limit: int = 0) -> tuple[list[str], list[tuple[str, int]]]:

@@ -17,10 +17,7 @@ from typing import Any
 import yaml
 
 from nasnet_det.space.ops import PAPER_COMBINES, PAPER_OPS
-
-
-class ConfigError(ValueError):
-    """A bad search config; the message names the source, the dotted key and the bad value."""
+from ..errors import ConfigError
 
 
 @dataclass

@@ -15,13 +15,10 @@ from pathlib import Path
 import torch
 
 from .config import DataConfig
+from ..errors import DataError
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
 _CACHE: dict[tuple, "ChildData"] = {}
-
-
-class DataError(ValueError):
-    """A missing or unreadable dataset; the message names the path."""
 
 
 @dataclass

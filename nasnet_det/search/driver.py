@@ -26,6 +26,7 @@ from .config import SearchConfig
 from .executors import Executor, ExecutorBroken, build_executor, is_retryable
 from .strategies import Proposal, Strategy, build_strategy
 from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog
+from ..errors import StateError
 
 LOG_NAME = "trials.jsonl"
 STATE_NAME = "strategy_state.pt"
@@ -34,7 +35,7 @@ UPDATES_NAME = "controller_updates.jsonl"
 EARLY_FAILURES = 10  # this many failures before any success means a broken setup, not bad cells
 
 
-class SearchError(RuntimeError):
+class SearchError(StateError):
     """A search that cannot start or continue (e.g. an occupied output folder without --resume)."""
 
 

@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+from ..errors import StateError
 
 FINISHED = ("ok", "failed")
 IN_FLIGHT = ("running", "retry")
 
 
-class TrialLogError(ValueError):
+class TrialLogError(StateError):
     """A corrupt log line that is not the last one; names the file and line."""
 
 

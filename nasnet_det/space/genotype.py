@@ -12,10 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .ops import COMBINES, OPS
-
-
-class GenotypeError(ValueError):
-    """A malformed genotype. The message starts with the offending field, e.g. ``normal.blocks[2].ops[1]``."""
+from ..errors import GenotypeError
 
 
 @dataclass(frozen=True)

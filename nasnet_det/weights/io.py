@@ -27,14 +27,11 @@ from typing import Any, Mapping
 import torch
 
 from ..modeling.state_check import state_dict_mismatch
+from ..errors import WeightsError
 
 FORMAT_VERSION = "1"
 UNSAFE_FLAG_HINT = ("Only if you trust where this file came from, pass --allow-unsafe-pickle "
                     "(Python: allow_unsafe_pickle=True).")
-
-
-class WeightsError(RuntimeError):
-    """A weights file that cannot be used: missing, truncated, corrupt, unsafe, or for another model."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,39 @@
+"""The one exception base of the project, and one subclass per area.
+
+Why one base: every CLI catches ``NASNetError`` and prints it as a single ``error:`` line, so a
+user's mistake (a bad file, field or value) never ends in a traceback, while a bug in our code
+(anything that is *not* a ``NASNetError``) still does. Each message names the file, field and
+value and says what to do. The area classes also derive from the builtin they replaced
+(``ValueError`` / ``RuntimeError`` / ``OSError``) so that older ``except`` clauses keep working.
+
+Pure stdlib: importable from every layer, including the torch-free ``space`` layer.
+"""
+from __future__ import annotations
+
+
+class NASNetError(Exception):
+    """Base of every error that means "the input is wrong, here is what to do"."""
+
+
+class ConfigError(NASNetError, ValueError):
+    """A config file, key, value or command-line override that cannot be used."""
+
+
+class GenotypeError(NASNetError, ValueError):
+    """A genotype (name, JSON file or object) that is malformed or not in the search space."""
+
+
+class DataError(NASNetError, ValueError):
+    """A dataset (image folder, COCO json, image file) that cannot be used."""
+
+
+class WeightsError(NASNetError, RuntimeError):
+    """A weights or checkpoint file: missing, truncated, corrupt, unsafe, or for another model."""
+
+
+class StateError(NASNetError, RuntimeError):
+    """A run's saved state (trial log, strategy state, lock) that cannot be resumed from."""
+
+
+class LockError(StateError):
+    """An output folder already owned by another running process."""
