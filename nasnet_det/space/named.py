@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .genotype import Block, CellSpec, Genotype, GenotypeError
+from .genotype import Block, CellSpec, Genotype, GenotypeError, is_file, short_repr
 
 _TF_OP_NAMES = {
     "sep3": "sep_conv_3x3",
@@ -116,7 +116,7 @@ def get_genotype(name: str) -> Genotype:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise GenotypeError(f"unknown genotype name {name!r}; known: {list_genotypes()}") from None
+        raise GenotypeError(f"unknown genotype name {short_repr(name)}; known: {list_genotypes()}") from None
 
 
 def resolve_genotype(spec: "str | Path | Genotype") -> Genotype:
@@ -126,7 +126,7 @@ def resolve_genotype(spec: "str | Path | Genotype") -> Genotype:
     text = str(spec)
     if text in _REGISTRY:
         return _REGISTRY[text]
-    if text.endswith(".json") or Path(text).is_file():
+    if text.endswith(".json") or is_file(text):
         return Genotype.from_json(Path(text))
     return get_genotype(text)
 
