@@ -123,16 +123,20 @@ def test_evolution_mutates_exactly_one_input_or_op():
         evo.observe(5 + i, child, 0.5, {})
 
 
-def test_strategy_state_round_trip():
+def test_strategy_state_round_trip(tmp_path):
+    from nasnet_det.search.state import load_state, save_state
+
     a = PPOSearch(SPACE, 3, lr=0.01, batch_size=2)
     for i in range(3):
         p = a.propose()
         a.observe(i, p.decisions, 0.5 + 0.1 * i, p.info)
-    b = PPOSearch(SPACE, 99, batch_size=2)
-    b.load_state_dict(a.state_dict())
+    save_state(a.state_dict(), tmp_path / "state.safetensors")  # safetensors + JSON, no pickle
+    b = PPOSearch(SPACE, 3, batch_size=2)
+    b.load_state_dict(load_state(tmp_path / "state.safetensors"))
     a._queue.clear()  # proposals sampled but not handed out are not part of the state
-    assert b.propose().decisions == a.propose().decisions  # same weights and generator state
+    assert b.propose().decisions == a.propose().decisions  # same weights, same proposal index
     assert b.observed_ids == {0, 1, 2} and len(b.buffer) == 1
+    assert b.optimizer.state_dict()["state"].keys() == a.optimizer.state_dict()["state"].keys()
 
 
 # ---------------------------------------------------------------- config
@@ -177,11 +181,11 @@ def test_log_tolerates_a_torn_last_line_and_rejects_a_corrupt_middle(tmp_path):
     good = log.read_text()
     log.write_text(good + '{"trial_id": 5, "status": "runn')  # a crash mid-write
     assert len(read_records(log)) == len(good.splitlines())
-    read_records(log, repair=True)
+    read_records(log, cut_torn_tail=True)
     assert log.read_text() == good
     lines = good.splitlines()
     log.write_text("\n".join(lines[:2] + ["{garbage"] + lines[2:]) + "\n")
-    with pytest.raises(TrialLogError, match=r"trials.jsonl:3: corrupt log line"):
+    with pytest.raises(TrialLogError, match=r"trials.jsonl:3: corrupt log record"):
         read_records(log)
 
 
@@ -200,7 +204,7 @@ def test_inline_search_writes_log_state_and_outputs(tmp_path):
     rec = read_records(tmp_path / "trials.jsonl")[-1]
     for key in ("genotype", "reward", "params", "macs", "seconds", "worker", "seed", "status"):
         assert key in rec
-    assert (tmp_path / "strategy_state.pt").exists()
+    assert (tmp_path / "strategy_state.safetensors").exists()
     assert len((tmp_path / "controller_updates.jsonl").read_text().splitlines()) == 4
     report = write_report(tmp_path, top_k=5, draw=False)
     assert Path(report["reward_curve"]).stat().st_size > 0

@@ -3,6 +3,7 @@
 
   tools/search.py --config-file configs/search/cpu_demo.yaml --output output/search_demo [KEY VALUE ...]
   tools/search.py --output output/search_demo --resume              # continue after a crash / Ctrl-C
+  tools/search.py --output output/search_demo --resume --repair     # ... moving corrupt log lines aside
   tools/search.py retrain --search output/search_demo --output output/retrain_demo --top-k 5 [KEY VALUE ...]
   tools/search.py plot output/ppo output/random --output figure6.png  # the paper's Figure 6
   tools/search.py report output/search_demo                          # top-K JSON, curve, cell diagrams
@@ -22,6 +23,12 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", help="configs/search/<name>.yaml (with --resume: defaults to DIR/config.yaml)")
     p.add_argument("--output", required=True, help="search folder: log, controller state, outputs")
     p.add_argument("--resume", action="store_true", help="continue the search in --output")
+    p.add_argument("--repair", action="store_true",
+                   help="with --resume: move corrupt trials.jsonl records aside to trials.jsonl.corrupt and "
+                        "continue with every intact record")
+    p.add_argument("--allow-unsafe-pickle", action="store_true",
+                   help="load an older version's strategy_state.pt even if torch.load(weights_only=True) "
+                        "refuses it (runs any code in the file: only for files you trust)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="skip the top-K / plot / diagram outputs at the end")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. child.epochs 1")
@@ -29,7 +36,8 @@ def _search_parser() -> argparse.ArgumentParser:
 
 
 def cmd_search(argv: list[str]) -> int:
-    from nasnet_det.search import load_config, run_search
+    from nasnet_det.errors import ConfigError
+    from nasnet_det.search import SearchError, load_config, run_search
     from nasnet_det.search.report import write_report
 
     args = _search_parser().parse_args(argv)
@@ -37,11 +45,15 @@ def cmd_search(argv: list[str]) -> int:
     if config_file is None:
         saved = Path(args.output) / "config.yaml"
         if not (args.resume and saved.exists()):
-            raise SystemExit("error: --config-file is required (it may be omitted only with --resume on a "
-                             "search folder that has config.yaml)")
+            raise ConfigError("--config-file is required (it may be omitted only with --resume on a "
+                              "search folder that has config.yaml)")
         config_file = saved
     cfg = load_config(config_file, args.opts)
-    summary = run_search(cfg, args.output, resume=args.resume, progress=not args.no_progress)
+    summary = run_search(cfg, args.output, resume=args.resume, progress=not args.no_progress, repair=args.repair,
+                         allow_unsafe_pickle=args.allow_unsafe_pickle)
+    if summary.finished and not summary.ok:
+        raise SearchError(f"no architecture was trained successfully ({summary.failed} failed); first failure: "
+                          f"{summary.first_failure}; all errors are in {Path(args.output) / 'trials.jsonl'}")
     print(f"search {cfg.name}: {summary.finished}/{cfg.num_archs} architectures finished "
           f"({summary.ok} ok, {summary.failed} failed, {summary.retries} retries) in {summary.seconds:.1f}s; "
           f"best reward {summary.best_reward} (trial {summary.best_trial}); {summary.updates} controller updates")
@@ -74,6 +86,7 @@ def cmd_retrain(argv: list[str]) -> int:
 
 
 def cmd_plot(argv: list[str]) -> int:
+    from nasnet_det.errors import ConfigError
     from nasnet_det.search.report import load_trials, plot_reward_curves
 
     p = argparse.ArgumentParser(prog="tools/search.py plot", description="Figure 6 for one or more searches.")
@@ -83,7 +96,7 @@ def cmd_plot(argv: list[str]) -> int:
     args = p.parse_args(argv)
     labels = args.labels or [Path(f).name for f in args.folders]
     if len(labels) != len(args.folders):
-        raise SystemExit(f"error: --labels: {len(labels)} labels for {len(args.folders)} folders")
+        raise ConfigError(f"--labels: {len(labels)} labels for {len(args.folders)} folders")
     path = plot_reward_curves({lab: load_trials(f) for lab, f in zip(labels, args.folders)}, args.output)
     print(f"wrote {path}")
     return 0
@@ -103,20 +116,18 @@ def cmd_report(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every user mistake (a ``NASNetError``: bad config, data, log, state, a locked folder, a full
+    disk) is one ``error:`` line on stderr and exit status 2, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from nasnet_det.search.config import ConfigError
-    from nasnet_det.search.data import DataError
-    from nasnet_det.search.driver import SearchError
-    from nasnet_det.search.trial_log import TrialLogError
-    from nasnet_det.space import GenotypeError
+    from nasnet_det.errors import NASNetError
 
     commands = {"retrain": cmd_retrain, "plot": cmd_plot, "report": cmd_report}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
         return cmd_search(argv)
-    except (ConfigError, SearchError, GenotypeError, DataError, TrialLogError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (NASNetError, FileNotFoundError) as err:
+        print("error: " + " ".join(str(err).split("\n")), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished trials are in the log; continue with --resume", file=sys.stderr)

@@ -38,16 +38,35 @@ class ChildData:
         return len(self.classes)
 
 
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
 def check_dataset(cfg: DataConfig) -> None:
-    """Cheap check in the driver, before any worker starts: a wrong path should stop the search
-    with one message, not fail every trial."""
+    """Check in the driver, before any worker starts, everything that would fail every child: a
+    wrong path, an empty class, a split larger than the data, an image that cannot be read (of
+    those the split uses). One message then stops the search, instead of every trial failing."""
     root = Path(cfg.root).expanduser()
     if cfg.format == "cifar10":
         if not (root / "cifar-10-batches-py").is_dir():
             raise DataError(f"data.root: {root} has no cifar-10-batches-py folder (torchvision's CIFAR-10 "
                             f"download); download it yourself, or use data.format imagefolder")
+        _split(CIFAR10_TRAIN_IMAGES, cfg)
         return
-    _list_imagefolder(root)
+    paths, _labels, _classes = _list_imagefolder(root)
+    val_idx, train_idx = _split(len(paths), cfg)
+    for i in val_idx.tolist() + train_idx.tolist():
+        _verify_image(paths[i])
+
+
+def _verify_image(path: Path) -> None:
+    """Reads the whole file (PIL's ``verify``: headers and checksums), without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as err:  # noqa: BLE001 - PIL raises several types for a damaged file
+        raise DataError(f"{path}: cannot read image ({type(err).__name__}: {err}); replace or remove it") from None
 
 
 def _list_imagefolder(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -59,13 +78,27 @@ def _list_imagefolder(root: Path) -> tuple[list[Path], list[int], list[str]]:
         raise DataError(f"{folder}: expected one sub-folder per class, found {len(classes)}")
     paths, labels = [], []
     for label, name in enumerate(classes):
-        for path in sorted((folder / name).iterdir()):
-            if path.suffix.lower() in _IMAGE_SUFFIXES:
-                paths.append(path)
-                labels.append(label)
-    if not paths:
-        raise DataError(f"{folder}: no images found")
+        images = [p for p in sorted((folder / name).iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES]
+        if not images:
+            raise DataError(f"{folder / name}: class {name!r} has no images "
+                            f"({', '.join(sorted(_IMAGE_SUFFIXES))}); add some or remove the folder")
+        paths += images
+        labels += [label] * len(images)
     return paths, labels, classes
+
+
+def _split(n: int, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation indices, training indices) of ``n`` images: the same for every child of a search."""
+    if cfg.val_size >= n:
+        raise DataError(f"data.val_size: {cfg.val_size} leaves no training images out of {n} in {cfg.root}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
+    rest = order[cfg.val_size:]
+    if cfg.train_size:
+        if cfg.train_size > len(rest):
+            raise DataError(f"data.train_size: {cfg.train_size} exceeds the {len(rest)} images left after "
+                            f"the validation split in {cfg.root}")
+        rest = rest[: cfg.train_size]
+    return order[: cfg.val_size], rest
 
 
 def _decode(paths: list[Path], image_size: int) -> torch.Tensor:
@@ -110,16 +143,7 @@ def load_child_data(cfg: DataConfig) -> ChildData:
     else:
         paths, labels, classes = _list_imagefolder(root)
         n = len(paths)
-    if cfg.val_size >= n:
-        raise DataError(f"data.val_size: {cfg.val_size} leaves no training images out of {n} in {cfg.root}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
-    val_idx = order[: cfg.val_size]
-    rest = order[cfg.val_size:]
-    if cfg.train_size:
-        if cfg.train_size > len(rest):
-            raise DataError(f"data.train_size: {cfg.train_size} exceeds the {len(rest)} images left after "
-                            f"the validation split in {cfg.root}")
-        rest = rest[: cfg.train_size]
+    val_idx, rest = _split(n, cfg)
     if cfg.format == "cifar10":
         train_x, train_y, val_x, val_y = x_all[rest], y_all[rest], x_all[val_idx], y_all[val_idx]
     else:

@@ -4,13 +4,18 @@ It keeps every executor slot busy with a child training, feeds each reward to th
 arrives (the PPO controller updates whenever ``ppo.batch_size`` new rewards are in), and writes
 every event to the trial log *before* acting on it. Resume is therefore a replay: finished trials
 are read back (never re-run), rewards the saved strategy state has not yet seen are fed to it
-again, in-flight trials are re-submitted with their original decisions and seed, and sampling
-continues until ``num_archs`` architectures have been sampled.
+again in the order they arrived, in-flight trials are re-submitted with their original decisions
+and seed, and sampling continues until ``num_archs`` architectures have been sampled. Because a
+strategy's proposal ``i`` depends only on the seed, ``i`` and the rewards before it (see
+strategies.py), the resumed search proposes exactly what the uninterrupted one would have: nothing
+is proposed twice because of a crash, with or without the saved state file.
+
+The output folder is locked (``OutputLock``) for the whole run, so two drivers never share a log.
 """
 from __future__ import annotations
 
 import json
-import os
+import logging
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -22,17 +27,20 @@ import yaml
 
 from nasnet_det.space import SearchSpace
 
+from ..durable import OutputLock, atomic_write_text
+from ..errors import StateError
 from .config import SearchConfig
 from .executors import Executor, ExecutorBroken, build_executor, is_retryable
+from .state import LEGACY_STATE_NAME, STATE_NAME, load_legacy_state, load_state, save_state
 from .strategies import Proposal, Strategy, build_strategy
-from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog
-from ..errors import StateError
+from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog, append_lines
 
 LOG_NAME = "trials.jsonl"
-STATE_NAME = "strategy_state.pt"
 CONFIG_NAME = "config.yaml"
 UPDATES_NAME = "controller_updates.jsonl"
 EARLY_FAILURES = 10  # this many failures before any success means a broken setup, not bad cells
+
+logger = logging.getLogger(__name__)
 
 
 class SearchError(StateError):
@@ -51,6 +59,7 @@ class SearchSummary:
     best_trial: int | None
     seconds: float
     updates: int
+    first_failure: str | None = None  # "trial <id>: <cause>" of the first failed trial, if any
 
 
 def space_of(cfg: SearchConfig) -> SearchSpace:
@@ -62,24 +71,89 @@ def trial_seed(base: int, trial_id: int) -> int:
     return (base * 1_000_003 + trial_id * 7919 + 17) % (2**31 - 1)
 
 
-def save_state(strategy: Strategy, path: Path) -> None:
-    """Atomic: a crash mid-save leaves the previous state, never a truncated file."""
-    import torch
-
-    tmp = path.with_suffix(".tmp")
-    torch.save(strategy.state_dict(), tmp)
-    os.replace(tmp, path)
+def failure_cause(trial: Trial) -> str:
+    """One line for a failed trial: its id and the first line of its error (the worker's traceback
+    stays in the log)."""
+    lines = (trial.error or "no error recorded").strip().splitlines()
+    return f"trial {trial.trial_id}: {lines[0] if lines else 'no error recorded'}"
 
 
-def load_state(strategy: Strategy, path: Path) -> None:
-    import torch
+class UpdateLog:
+    """``controller_updates.jsonl``: one fsync'ed line per controller update, exactly once, also
+    when a resume replays updates the saved state had not reached."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.last = max(self._recorded(), default=0)
+
+    def _recorded(self) -> list[int]:
+        if not self.path.exists():
+            return []
+        numbers = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                numbers.append(int(json.loads(line)["update"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn line: its update is replayed and recorded again
+        return numbers
+
+    def record(self, strategy: Strategy, after_trials: int) -> None:
+        if strategy.num_updates <= self.last:
+            return
+        stats = getattr(strategy, "last_stats", {})
+        append_lines(self.path, [json.dumps({"update": strategy.num_updates, "after_trials": after_trials,
+                                             **stats}) + "\n"])
+        self.last = strategy.num_updates
+
+
+def saved_state(output: Path, allow_unsafe_pickle: bool) -> tuple[Path, dict[str, Any]] | None:
+    """The strategy state file in ``output`` and its contents, if any: the safetensors file, else an
+    older version's ``strategy_state.pt`` read with ``weights_only=True`` (unless ``allow_unsafe_pickle``)."""
+    if (output / STATE_NAME).exists():
+        return output / STATE_NAME, load_state(output / STATE_NAME)
+    if (output / LEGACY_STATE_NAME).exists():
+        return output / LEGACY_STATE_NAME, load_legacy_state(output / LEGACY_STATE_NAME, allow_unsafe_pickle)
+    return None
+
+
+def restore_strategy(strategy: Strategy, trials: dict[int, Trial], output: Path, updates: UpdateLog,
+                     allow_unsafe_pickle: bool = False) -> int:
+    """Bring a fresh ``strategy`` to where the logged search was; returns the next trial id.
+
+    The saved state is a shortcut: it is used only if it observed a prefix of the log's finished
+    trials (in finish order); the rest of the rewards are then fed again in that order. Since each
+    proposal is a function of the seed, its index and the rewards before it, this reproduces the
+    strategy exactly, also with no state file at all.
+    """
+    finished = sorted((t for t in trials.values() if t.status in FINISHED), key=lambda t: t.finish_index or 0)
+    found = saved_state(output, allow_unsafe_pickle)
+    if found is not None:
+        path, state = found
+        observed = set(state.get("observed_ids", ()))
+        if observed == {t.trial_id for t in finished[:len(observed)]}:
+            _load_into(strategy, state, path)
+        else:
+            logger.warning("%s: the saved strategy state does not match %s; rebuilding it from the log",
+                           path, LOG_NAME)
+    replayed = finished[len(strategy.observed_ids):]
+    for t in replayed:
+        if strategy.observe(t.trial_id, t.decisions, t.reward if t.status == "ok" else None, t.info):
+            updates.record(strategy, (t.finish_index or 0) + 1)
+    if replayed:
+        save_state(strategy.state_dict(), output / STATE_NAME)
+    next_id = max(trials, default=-1) + 1
+    last = trials.get(next_id - 1)
+    strategy.resume_at(next_id, Proposal(last.decisions, last.info) if last else None)
+    return next_id
+
+
+def _load_into(strategy: Strategy, state: dict[str, Any], path: Path) -> None:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - named, then the search stops
-        raise SearchError(f"{path}: cannot read the saved strategy state ({err}); delete it to rebuild "
-                          f"the strategy from the trial log alone") from None
-    strategy.load_state_dict(state)
+        strategy.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise SearchError(f"{path}: the saved strategy state does not fit this search "
+                          f"({type(err).__name__}: {err}); delete it to rebuild the strategy from the trial "
+                          f"log") from None
 
 
 def _task(cfg: SearchConfig, trial: Trial) -> dict[str, Any]:
@@ -92,7 +166,6 @@ def prepare_output(cfg: SearchConfig, output: Path, resume: bool) -> None:
     if log_path.exists() and log_path.stat().st_size and not resume:
         raise SearchError(f"{output}: already holds a search ({LOG_NAME}); pass --resume to continue it, "
                           f"or choose another --output")
-    output.mkdir(parents=True, exist_ok=True)
     saved = output / CONFIG_NAME
     if resume and saved.exists():
         old = yaml.safe_load(saved.read_text()) or {}
@@ -100,143 +173,195 @@ def prepare_output(cfg: SearchConfig, output: Path, resume: bool) -> None:
             if old.get(key) != cfg.to_dict()[key]:
                 raise SearchError(f"{saved}: the search being resumed has {key}={old.get(key)!r}, "
                                   f"the given config has {cfg.to_dict()[key]!r}; they must match")
-    saved.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(saved, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def run_search(cfg: SearchConfig, output: str | Path, resume: bool = False, executor: Executor | None = None,
                strategy: Strategy | None = None, progress: bool = False,
-               on_event: Callable[[str, Trial], None] | None = None) -> SearchSummary:
+               on_event: Callable[[str, Trial], None] | None = None, repair: bool = False,
+               allow_unsafe_pickle: bool = False) -> SearchSummary:
     """Run (or resume) a search into ``output``; returns counts and the best trial.
 
     ``executor`` defaults to ``cfg.executor``; ``strategy`` to ``cfg.strategy`` (the retrain step
     passes a fixed list). ``on_event(status, trial)`` is called after each log write (tests use it).
+    ``repair`` (with ``resume``) moves corrupt log records aside instead of stopping. The folder is
+    locked for the whole run: a second driver on it gets one ``LockError``.
     """
     output = Path(output)
+    if repair and not resume:
+        raise SearchError("--repair only applies to --resume (it repairs the log of the search being resumed)")
     if cfg.child.trainer == "cifar":
         from .data import check_dataset
 
         check_dataset(cfg.data)
-    prepare_output(cfg, output, resume)
-    space = space_of(cfg)
-    strategy = strategy or build_strategy(cfg, space)
-    state_path = output / STATE_NAME
-    if resume and state_path.exists():
-        load_state(strategy, state_path)
-    log = TrialLog(output / LOG_NAME)
-    trials = log.trials()
-    # Rewards that reached the log but not the saved state (a crash between the two) are replayed.
-    finished = sorted((t for t in trials.values() if t.status in FINISHED), key=lambda t: t.finish_index or 0)
-    replayed = [t for t in finished if t.trial_id not in strategy.observed_ids]
-    for t in replayed:
-        strategy.observe(t.trial_id, t.decisions, t.reward if t.status == "ok" else None, t.info)
-    if replayed:
-        save_state(strategy, state_path)
-    resubmit: deque[Trial] = deque(sorted((t for t in trials.values() if t.status in IN_FLIGHT),
-                                          key=lambda t: t.trial_id))
-    next_id = max(trials, default=-1) + 1
-    if hasattr(strategy, "resume_at"):
-        strategy.resume_at(next_id)
-    counts = {"ok": sum(t.status == "ok" for t in finished), "failed": sum(t.status == "failed" for t in finished),
-              "retries": 0}
-    best: Trial | None = max((t for t in finished if t.status == "ok"), key=lambda t: t.reward, default=None)
+    with OutputLock(output, "search"):
+        prepare_output(cfg, output, resume)
+        return _Search(cfg, output, executor, strategy, progress, on_event).run(repair, allow_unsafe_pickle)
 
-    own_executor = executor is None
-    if executor is None:
-        executor = build_executor(cfg.executor, cfg.child.threads, cfg.child.timeout_s)
-    bar = None
-    if progress:
+
+class _Search:
+    """One run of the workqueue over a locked, prepared output folder."""
+
+    def __init__(self, cfg: SearchConfig, output: Path, executor: Executor | None, strategy: Strategy | None,
+                 progress: bool, on_event: Callable[[str, Trial], None] | None) -> None:
+        self.cfg = cfg
+        self.output = output
+        self.space = space_of(cfg)
+        self.strategy = strategy or build_strategy(cfg, self.space)
+        self.executor = executor
+        self.progress = progress
+        self.on_event = on_event
+        self.counts = {"ok": 0, "failed": 0, "retries": 0}
+        self.best: Trial | None = None
+        self.first_failure: Trial | None = None
+        self.pending: dict[Future, Trial] = {}
+        self.resubmit: deque[Trial] = deque()
+
+    def run(self, repair: bool, allow_unsafe_pickle: bool) -> SearchSummary:
+        cfg, strategy = self.cfg, self.strategy
+        self.log = TrialLog(self.output / LOG_NAME, repair=repair)
+        self.updates = UpdateLog(self.output / UPDATES_NAME)
+        trials = self.log.trials()
+        self.next_id = restore_strategy(strategy, trials, self.output, self.updates, allow_unsafe_pickle)
+        for t in sorted(trials.values(), key=lambda t: t.finish_index if t.finish_index is not None else -1):
+            if t.status in FINISHED:
+                self._count(t)
+        self.resubmit.extend(sorted((t for t in trials.values() if t.status in IN_FLIGHT), key=lambda t: t.trial_id))
+        own_executor = self.executor is None
+        if own_executor:
+            self.executor = build_executor(cfg.executor, cfg.child.threads, cfg.child.timeout_s)
+        self.bar = self._progress_bar(self.counts["ok"] + self.counts["failed"]) if self.progress else None
+        self.t_start = time.perf_counter()
+        self.done_here = 0
+        closers = [lambda: save_state(strategy.state_dict(), self.output / STATE_NAME), self.log.close]
+        closers += [self.bar.close] if self.bar is not None else []
+        closers += [self.executor.shutdown] if own_executor else []
+        try:
+            self._loop()
+        except BaseException:
+            _close_all(closers, raising=False)  # the error on its way out is the one to report
+            raise
+        _close_all(closers, raising=True)
+        return self._summary()
+
+    def _progress_bar(self, initial: int) -> Any:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.num_archs, initial=len(finished), unit="arch", dynamic_ncols=True,
-                   desc=f"{cfg.strategy} search")
-    t_start = time.perf_counter()
-    done_here = 0
+        return tqdm(total=self.cfg.num_archs, initial=initial, unit="arch", dynamic_ncols=True,
+                    desc=f"{self.cfg.strategy} search")
 
-    def emit(status: str, trial: Trial) -> None:
-        if on_event is not None:
-            on_event(status, trial)
+    def _emit(self, status: str, trial: Trial) -> None:
+        if self.on_event is not None:
+            self.on_event(status, trial)
 
-    pending: dict[Future, Trial] = {}
-    try:
+    def _loop(self) -> None:
         while True:
-            while len(pending) < executor.slots:
-                if resubmit:
-                    trial = resubmit.popleft()
-                elif next_id < cfg.num_archs:
-                    proposal: Proposal = strategy.propose()
-                    trial = Trial(next_id, list(proposal.decisions),
-                                  space.decode(proposal.decisions, name=f"{cfg.name}_trial{next_id}").to_dict(),
-                                  trial_seed(cfg.seed, next_id), dict(proposal.info))
-                    next_id += 1
-                    log.append(trial)
-                    emit("running", trial)
-                else:
-                    break
-                try:
-                    pending[executor.submit(_task(cfg, trial))] = trial
-                except ExecutorBroken as err:
-                    raise SearchError(f"the executor cannot run trials: {err}") from None
-            if not pending:
-                break
-            done, _ = wait(list(pending), timeout=1.0, return_when=FIRST_COMPLETED)
+            self._fill_slots()
+            if not self.pending:
+                return
+            done, _ = wait(list(self.pending), timeout=1.0, return_when=FIRST_COMPLETED)
             for fut in done:
-                trial = pending.pop(fut)
-                err = fut.exception()
-                if isinstance(err, ExecutorBroken):
-                    raise SearchError(f"the executor cannot run trials: {err}")
-                if err is None:
-                    res = dict(fut.result())
-                    trial.status = "ok"
-                    trial.reward = float(res.pop("reward"))
-                    trial.params = res.pop("params", None)
-                    trial.macs = res.pop("macs", None)
-                    trial.seconds = res.pop("seconds", None)
-                    trial.worker = res.pop("worker", None)
-                    trial.error = None
-                    trial.extra = res
-                elif is_retryable(err) and trial.attempt < cfg.executor.max_retries:
-                    trial.attempt += 1
-                    trial.status = "retry"
-                    trial.error = str(err)[-2000:]
-                    log.append(trial)
-                    emit("retry", trial)
-                    counts["retries"] += 1
-                    resubmit.append(trial)
-                    continue
-                else:
-                    trial.status = "failed"
-                    trial.reward = None
-                    trial.error = str(err)[-4000:]
-                log.append(trial)
-                counts[trial.status] += 1
-                if counts["ok"] == 0 and counts["failed"] >= EARLY_FAILURES:
-                    raise SearchError(f"the first {counts['failed']} trials all failed; stopping. Last error "
-                                      f"(trial {trial.trial_id}):\n{trial.error}")
-                done_here += 1
-                emit(trial.status, trial)
-                if trial.status == "ok" and (best is None or trial.reward > best.reward):
-                    best = trial
-                if strategy.observe(trial.trial_id, trial.decisions, trial.reward, trial.info):
-                    save_state(strategy, state_path)
-                    stats = getattr(strategy, "last_stats", {})
-                    with open(output / UPDATES_NAME, "a") as f:
-                        f.write(json.dumps({"update": strategy.num_updates, "after_trials": counts["ok"] +
-                                            counts["failed"], **stats}) + "\n")
-                if bar is not None:
-                    elapsed = time.perf_counter() - t_start
-                    bar.update(1)
-                    bar.set_postfix(best=f"{best.reward:.4f}" if best else "-",
-                                    per_hour=f"{done_here / max(elapsed, 1e-9) * 3600:.0f}",
-                                    failed=counts["failed"], refresh=False)
-    finally:
-        # Whatever happens (Ctrl-C, an error), the strategy's state matches the log as far as it goes.
-        save_state(strategy, state_path)
-        log.close()
-        if bar is not None:
-            bar.close()
-        if own_executor:
-            executor.shutdown()
-    total = counts["ok"] + counts["failed"]
-    return SearchSummary(str(output), next_id, total, counts["ok"], counts["failed"], counts["retries"],
-                         best.reward if best else None, best.trial_id if best else None,
-                         time.perf_counter() - t_start, strategy.num_updates)
+                self._finish(self.pending.pop(fut), fut)
+
+    def _fill_slots(self) -> None:
+        """Keep every executor slot busy: in-flight trials of a resumed run first, then new proposals
+        (each logged, durably, before it is handed to a worker)."""
+        while len(self.pending) < self.executor.slots:
+            if self.resubmit:
+                trial = self.resubmit.popleft()
+            elif self.next_id < self.cfg.num_archs:
+                trial = self._new_trial()
+            else:
+                return
+            try:
+                self.pending[self.executor.submit(_task(self.cfg, trial))] = trial
+            except ExecutorBroken as err:
+                raise SearchError(f"the executor cannot run trials: {err}") from None
+
+    def _new_trial(self) -> Trial:
+        cfg, tid = self.cfg, self.next_id
+        proposal = self.strategy.propose()
+        trial = Trial(tid, list(proposal.decisions),
+                      self.space.decode(proposal.decisions, name=f"{cfg.name}_trial{tid}").to_dict(),
+                      trial_seed(cfg.seed, tid), dict(proposal.info))
+        self.next_id += 1
+        self.log.append(trial)
+        self._emit("running", trial)
+        return trial
+
+    def _finish(self, trial: Trial, fut: Future) -> None:
+        """Log a completed future (ok, retry or failed), then feed the reward to the strategy."""
+        err = fut.exception()
+        if isinstance(err, ExecutorBroken):
+            raise SearchError(f"the executor cannot run trials: {err}")
+        if err is not None and is_retryable(err) and trial.attempt < self.cfg.executor.max_retries:
+            trial.attempt += 1
+            trial.status, trial.error = "retry", str(err)[-2000:]
+            self.log.append(trial)
+            self._emit("retry", trial)
+            self.counts["retries"] += 1
+            self.resubmit.append(trial)
+            return
+        if err is None:
+            _set_result(trial, dict(fut.result()))
+        else:
+            trial.status, trial.reward, trial.error = "failed", None, str(err)[-4000:]
+        self.log.append(trial)
+        self._count(trial)
+        if self.counts["ok"] == 0 and self.counts["failed"] >= EARLY_FAILURES:
+            raise SearchError(f"the first {self.counts['failed']} trials all failed; stopping. First failure: "
+                              f"{failure_cause(self.first_failure)} (full errors in {self.log.path})")
+        self.done_here += 1
+        self._emit(trial.status, trial)
+        if self.strategy.observe(trial.trial_id, trial.decisions, trial.reward, trial.info):
+            # The update's line first: if the state save is then lost, the replayed update finds
+            # its line already there and does not write it twice.
+            self.updates.record(self.strategy, self.counts["ok"] + self.counts["failed"])
+            save_state(self.strategy.state_dict(), self.output / STATE_NAME)
+        if self.bar is not None:
+            self._show_progress()
+
+    def _count(self, trial: Trial) -> None:
+        self.counts[trial.status] += 1
+        if trial.status == "failed" and self.first_failure is None:
+            self.first_failure = trial
+        if trial.status == "ok" and (self.best is None or trial.reward > self.best.reward):
+            self.best = trial
+
+    def _show_progress(self) -> None:
+        elapsed = time.perf_counter() - self.t_start
+        self.bar.update(1)
+        self.bar.set_postfix(best=f"{self.best.reward:.4f}" if self.best else "-",
+                             per_hour=f"{self.done_here / max(elapsed, 1e-9) * 3600:.0f}",
+                             failed=self.counts["failed"], refresh=False)
+
+    def _summary(self) -> SearchSummary:
+        c, best = self.counts, self.best
+        return SearchSummary(str(self.output), self.next_id, c["ok"] + c["failed"], c["ok"], c["failed"],
+                             c["retries"], best.reward if best else None, best.trial_id if best else None,
+                             time.perf_counter() - self.t_start, self.strategy.num_updates,
+                             failure_cause(self.first_failure) if self.first_failure else None)
+
+
+def _set_result(trial: Trial, res: dict[str, Any]) -> None:
+    trial.status = "ok"
+    trial.reward = float(res.pop("reward"))
+    trial.params = res.pop("params", None)
+    trial.macs = res.pop("macs", None)
+    trial.seconds = res.pop("seconds", None)
+    trial.worker = res.pop("worker", None)
+    trial.error = None
+    trial.extra = res
+
+
+def _close_all(closers: list[Callable[[], None]], raising: bool) -> None:
+    """Run every closer even if one fails (a full disk must not skip ``executor.shutdown()``);
+    re-raise the first failure only if ``raising`` (no other error is already on its way out)."""
+    first: BaseException | None = None
+    for close in closers:
+        try:
+            close()
+        except Exception as err:  # noqa: BLE001 - kept, the remaining closers still run
+            first = first or err
+    if first is not None and raising:
+        raise first

@@ -6,12 +6,12 @@ in the paper's Figure 6).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from nasnet_det.space import Genotype
 
+from ..durable import atomic_write, atomic_write_json
 from .trial_log import Trial, fold, read_records
 
 LOG_NAME = "trials.jsonl"
@@ -47,7 +47,7 @@ def write_top_genotypes(trials: list[Trial], folder: Path, k: int, prefix: str =
         paths.append(path)
         summary.append({"rank": rank, "trial_id": t.trial_id, "reward": t.reward, "params": t.params,
                         "macs": t.macs, "file": str(path.relative_to(folder)), "genotype": g.to_dict()})
-    (folder / "top_genotypes.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(folder / "top_genotypes.json", summary)
     if best:
         Genotype.from_dict(dict(best[0].genotype, name=f"{prefix}best_trial{best[0].trial_id}")).to_json(
             folder / "best_genotype.json")
@@ -100,8 +100,8 @@ def plot_reward_curves(runs: dict[str, list[Trial]], path: str | Path, ks: tuple
     else:  # every trial failed so far: say so on the figure instead of an empty legend
         ax.text(0.5, 0.5, "no finished architectures yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
     plt.close(fig)
     return path
 
@@ -138,5 +138,5 @@ def write_report(folder: str | Path, top_k: int = 10, draw: bool = True, label: 
         "child_seconds_mean": sum(t.seconds or 0 for t in ok) / len(ok) if ok else None,
         "top_genotypes": [str(p) for p in paths], "reward_curve": str(plot), "cell_diagrams": [str(c) for c in cells],
     }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(folder / "summary.json", summary)
     return summary

@@ -6,7 +6,6 @@ worker pool, the durable log, retries and ``--resume`` from the driver unchanged
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import yaml
 
 from nasnet_det.space import Genotype
 
+from ..durable import atomic_write_json
 from .config import SearchConfig, config_from_dict, load_config
 from .driver import CONFIG_NAME, SearchError, run_search, space_of
 from .report import load_trials, top_trials, write_report
@@ -47,12 +47,13 @@ def retrain_top(search_dir: str | Path, output: str | Path, top_k: int = 250, ep
     report = write_report(output, top_k=len(trials), draw=False, label="retrain")
     results = top_trials(load_trials(output), len(trials))
     if not results:
-        raise SearchError(f"{output}: every retraining failed; see {output / 'trials.jsonl'}")
+        raise SearchError(f"{output}: every retraining failed (first failure: {summary.first_failure}); "
+                          f"see {output / 'trials.jsonl'}")
     win = results[0]
     source = trials[int(win.info.get("list_index", win.trial_id))]
     winner = {"retrain_trial": win.trial_id, "retrain_reward": win.reward, "search_trial": source.trial_id,
               "search_reward": source.reward, "params": win.params, "macs": win.macs,
               "genotype_file": str(output / "winner_genotype.json"), "epochs": cfg.child.epochs}
     Genotype.from_dict(dict(win.genotype, name=f"{cfg.name}_winner")).to_json(output / "winner_genotype.json")
-    (output / "winner.json").write_text(json.dumps(winner, indent=2) + "\n")
+    atomic_write_json(output / "winner.json", winner)
     return {"summary": summary, "report": report, "winner": winner}

@@ -1,13 +1,20 @@
 """Search strategies behind one interface: PPO on the LSTM controller, random search, regularized evolution.
 
 The driver only ever calls ``propose()`` (give me an architecture to train), ``observe()`` (here is
-its reward, or None if it failed) and ``state_dict()``/``load_state_dict()``. Keeping the three
-strategies interchangeable is what makes the paper's Figure 6 comparison (RL vs random search) and
-the AmoebaNet-style baseline a matter of one config key.
+its reward, or None if it failed), ``resume_at()`` and ``state_dict()``/``load_state_dict()``. Keeping
+the three strategies interchangeable is what makes the paper's Figure 6 comparison (RL vs random
+search) and the AmoebaNet-style baseline a matter of one config key.
+
+Exact resume: proposal ``i`` is a deterministic function of the search seed, ``i`` and the rewards
+observed before it (its random numbers come from :func:`proposal_seed`, never from a generator
+that runs on across proposals). So a resumed search that replays the log's rewards in the order
+they arrived proposes exactly what the uninterrupted search would have, with no sampler state to
+save per proposal, and a lost or deleted state file is rebuilt from the log alone.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,8 +33,14 @@ class Proposal:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def proposal_seed(seed: int, index: int) -> int:
+    """The seed of proposal ``index``'s random numbers: stable across processes and Python versions."""
+    digest = hashlib.sha256(f"nasnet-search:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # < 2**63: valid for torch and random
+
+
 class Strategy:
-    """Base class: bookkeeping of which trials have been observed (for exact resume)."""
+    """Base class: bookkeeping of which trials have been observed and how many were proposed (for exact resume)."""
 
     name = "base"
 
@@ -37,9 +50,23 @@ class Strategy:
         self.seed = seed
         self.observed_ids: set[int] = set()
         self.num_updates = 0
+        self.proposed = 0  # proposals handed out: the index of the next one
 
     def propose(self) -> Proposal:
+        """The next architecture; proposal ``self.proposed`` is a function of the seed, that index and
+        the rewards observed so far."""
+        proposal = self._propose(self.proposed)
+        self.proposed += 1
+        return proposal
+
+    def _propose(self, index: int) -> Proposal:
         raise NotImplementedError
+
+    def resume_at(self, next_index: int, last: Proposal | None) -> None:
+        """The log holds ``next_index`` proposals (the last one is ``last``); continue after them.
+
+        Call after the log's rewards have been observed again."""
+        self.proposed = next_index
 
     def observe(self, trial_id: int, decisions: list[int], reward: float | None, info: dict[str, Any]) -> bool:
         """Record a finished trial; returns True when the strategy's state changed materially (save it)."""
@@ -50,13 +77,15 @@ class Strategy:
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "observed_ids": sorted(self.observed_ids), "num_updates": self.num_updates}
+        return {"name": self.name, "observed_ids": sorted(self.observed_ids), "num_updates": self.num_updates,
+                "proposed": self.proposed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("name") != self.name:
             raise ValueError(f"strategy state: saved by {state.get('name')!r}, cannot load into {self.name!r}")
         self.observed_ids = set(state["observed_ids"])
         self.num_updates = int(state.get("num_updates", 0))
+        self.proposed = int(state.get("proposed", 0))
 
 
 class RandomSearch(Strategy):
@@ -64,25 +93,11 @@ class RandomSearch(Strategy):
 
     name = "random"
 
-    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
-        super().__init__(space, seed)
-        self.rng = random.Random(seed)
+    def _propose(self, index: int) -> Proposal:
+        return Proposal(self._uniform(random.Random(proposal_seed(self.seed, index))))
 
-    def propose(self) -> Proposal:
-        return Proposal([self.rng.randrange(n) for n in self.sizes])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "rng": self.rng.getstate()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.rng.setstate(_as_rng_state(state["rng"]))
-
-
-def _as_rng_state(state: Any) -> tuple:
-    """random.Random states survive torch.save as tuples, JSON as lists; accept both."""
-    version, internal, gauss = state
-    return (version, tuple(internal), gauss)
+    def _uniform(self, rng: random.Random) -> list[int]:
+        return [rng.randrange(n) for n in self.sizes]
 
 
 class RegularizedEvolution(RandomSearch):
@@ -99,18 +114,19 @@ class RegularizedEvolution(RandomSearch):
         kinds = space.decision_kinds()
         self.mutable = [i for i, k in enumerate(kinds) if k in ("input", "op")]
 
-    def propose(self) -> Proposal:
+    def _propose(self, index: int) -> Proposal:
+        rng = random.Random(proposal_seed(self.seed, index))
         if len(self.population) < self.population_size:
-            return super().propose()
-        contenders = self.rng.sample(list(self.population), self.sample_size)
+            return Proposal(self._uniform(rng))
+        contenders = rng.sample(list(self.population), self.sample_size)
         parent = max(contenders, key=lambda item: item[1])[0]
-        return Proposal(self.mutate(parent), {"parent_reward": max(c[1] for c in contenders)})
+        return Proposal(self.mutate(parent, rng), {"parent_reward": max(c[1] for c in contenders)})
 
-    def mutate(self, decisions: list[int]) -> list[int]:
+    def mutate(self, decisions: list[int], rng: random.Random) -> list[int]:
         """Change one input or one op to a different value (sizes >= 2 always hold for these)."""
         child = list(decisions)
-        i = self.rng.choice(self.mutable)
-        child[i] = self.rng.choice([v for v in range(self.sizes[i]) if v != child[i]])
+        i = rng.choice(self.mutable)
+        child[i] = rng.choice([v for v in range(self.sizes[i]) if v != child[i]])
         return child
 
     def _observe(self, decisions: list[int], reward: float | None, info: dict[str, Any]) -> bool:
@@ -135,6 +151,11 @@ class PPOSearch(Strategy):
     The log-probability of each proposal under the policy that sampled it travels with the trial
     (``info["log_prob"]``), so a reward that arrives after newer updates is still corrected by the
     PPO ratio; that is what lets the asynchronous workqueue keep every worker busy.
+
+    Proposals are sampled ``batch_size`` at a time; the batch that starts at proposal ``b`` draws
+    from a generator seeded by ``proposal_seed(seed, b)`` under the policy of that moment, and each
+    proposal's info records ``batch_start`` and ``policy_version``. That is all a resume needs to
+    re-create the half-used batch exactly (:meth:`resume_at`).
     """
 
     name = "ppo"
@@ -152,7 +173,6 @@ class PPOSearch(Strategy):
             torch.manual_seed(seed)
             self.controller = Controller(space, hidden_size, init_range)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=lr)
-        self.generator = torch.Generator().manual_seed(seed)
         self.entropy_weight = entropy_weight
         self.baseline_decay = baseline_decay
         self.batch_size = batch_size
@@ -177,7 +197,7 @@ class PPOSearch(Strategy):
             if before != 1:
                 self.torch.set_num_threads(before)
 
-    def propose(self) -> Proposal:
+    def _propose(self, index: int) -> Proposal:
         """One architecture from the current policy.
 
         Sequences are sampled ``batch_size`` at a time (one batched LSTM pass costs about as much as
@@ -185,11 +205,27 @@ class PPOSearch(Strategy):
         proposal still comes from the policy current when it is handed out.
         """
         if not self._queue:
-            with self._one_thread(), self.torch.no_grad():
-                out = self.controller(self.batch_size, generator=self.generator)
-            self._queue = [Proposal(d, {"log_prob": float(lp), "policy_version": self.num_updates})
-                           for d, lp in zip(out.decisions.tolist(), out.log_prob.tolist())]
+            self._queue = self._sample_batch(index)
         return self._queue.pop(0)
+
+    def _sample_batch(self, start: int) -> list[Proposal]:
+        generator = self.torch.Generator().manual_seed(proposal_seed(self.seed, start))
+        with self._one_thread(), self.torch.no_grad():
+            out = self.controller(self.batch_size, generator=generator)
+        info = {"policy_version": self.num_updates, "batch_start": start}
+        return [Proposal(d, {"log_prob": float(lp), **info})
+                for d, lp in zip(out.decisions.tolist(), out.log_prob.tolist())]
+
+    def resume_at(self, next_index: int, last: Proposal | None) -> None:
+        """Continue the batch the last logged proposal came from, if the uninterrupted search would
+        have: same policy (no update since), and proposals left in it."""
+        super().resume_at(next_index, last)
+        self._queue = []
+        info = last.info if last is not None else {}
+        start = info.get("batch_start")
+        if (isinstance(start, int) and info.get("policy_version") == self.num_updates
+                and 0 <= next_index - start < self.batch_size):
+            self._queue = self._sample_batch(start)[next_index - start:]
 
     def _observe(self, decisions: list[int], reward: float | None, info: dict[str, Any]) -> bool:
         if reward is None:
@@ -243,14 +279,12 @@ class PPOSearch(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "controller": self.controller.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-                "baseline": self.baseline, "buffer": list(self.buffer)}
+                "optimizer": self.optimizer.state_dict(), "baseline": self.baseline, "buffer": list(self.buffer)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.controller.load_state_dict(state["controller"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
         self.baseline = state["baseline"]
         self.buffer = [(list(d), float(lp), float(r)) for d, lp, r in state["buffer"]]
         self._queue = []
@@ -265,18 +299,11 @@ class FixedList(Strategy):
     def __init__(self, space: SearchSpace, items: list[list[int]]) -> None:
         super().__init__(space, 0)
         self.items = [list(d) for d in items]
-        self.cursor = 0
 
-    def resume_at(self, next_id: int) -> None:
-        """The driver says how many trials the log already holds; continue after them."""
-        self.cursor = next_id
-
-    def propose(self) -> Proposal:
-        if self.cursor >= len(self.items):
+    def _propose(self, index: int) -> Proposal:
+        if index >= len(self.items):
             raise IndexError(f"fixed list: all {len(self.items)} architectures were already proposed")
-        item = self.items[self.cursor]
-        self.cursor += 1
-        return Proposal(item, {"list_index": self.cursor - 1})
+        return Proposal(self.items[index], {"list_index": index})
 
 
 def build_strategy(cfg: SearchConfig, space: SearchSpace | None = None) -> Strategy:

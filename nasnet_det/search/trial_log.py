@@ -3,25 +3,31 @@
 Every state change of a trial is one line (``running``, ``retry``, ``ok``, ``failed``) written
 with flush + fsync before the driver acts on it, so after any crash the log says exactly which
 trials finished (never re-run), which were in flight (re-run), and how many were sampled. A
-crash in the middle of a write leaves a torn last line; it is cut off on open, since the event it
-describes never took effect.
+crash in the middle of a write leaves a torn last line (one without its newline); it is cut off on
+open, since the event it describes never took effect. Every other line is checked on reading
+(fields, types, statuses, ids proposed in order) so that a damaged or hand-edited log stops the
+resume with the file and line, instead of being silently miscounted.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+from ..durable import atomic_write_bytes, write_error
 from ..errors import StateError
 
 FINISHED = ("ok", "failed")
 IN_FLIGHT = ("running", "retry")
+STATUSES = IN_FLIGHT + FINISHED
 
 
 class TrialLogError(StateError):
-    """A corrupt log line that is not the last one; names the file and line."""
+    """A corrupt log record (anything but a torn last line); names the file and line."""
 
 
 @dataclass
@@ -51,41 +57,100 @@ class Trial:
                 "genotype": self.genotype, "info": self.info, "extra": self.extra, "time": time.time()}
 
 
-def read_records(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
-    """All complete records; a torn last line is ignored (and cut from the file when ``repair``)."""
+def _problem(rec: Any, ids: dict[int, list[int]], allowance: int) -> str | None:
+    """What is wrong with one parsed record, or None. ``ids`` maps each trial id seen so far to its
+    decisions; a new id may be at most the next one (plus ``allowance``: lines already moved aside,
+    each of which could have been a proposal)."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    tid = rec.get("trial_id")
+    if isinstance(tid, bool) or not isinstance(tid, int) or tid < 0:
+        return f"trial_id {tid!r} is not a non-negative integer"
+    status = rec.get("status")
+    if status not in STATUSES:
+        return f"trial {tid}: unknown status {status!r} (expected one of {', '.join(STATUSES)})"
+    decisions = rec.get("decisions")
+    if not isinstance(decisions, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in decisions):
+        return f"trial {tid}: 'decisions' missing or not a list of integers"
+    if not isinstance(rec.get("genotype"), dict):
+        return f"trial {tid}: 'genotype' missing or not an object"
+    for key in ("seed", "attempt"):
+        if isinstance(rec.get(key), bool) or not isinstance(rec.get(key), int):
+            return f"trial {tid}: {key!r} missing or not an integer"
+    reward = rec.get("reward")
+    if status == "ok" and not _is_number(reward):
+        return f"trial {tid}: status 'ok' needs a finite numeric 'reward', got {reward!r}"
+    if reward is not None and not _is_number(reward):
+        return f"trial {tid}: 'reward' {reward!r} is not a finite number"
+    if tid not in ids and tid > len(ids) + allowance:
+        return f"phantom trial {tid}: only trials 0..{len(ids) - 1} were proposed before this line"
+    if tid in ids and ids[tid] != decisions:
+        return f"trial {tid}: decisions differ from the trial's first record (two searches in one log?)"
+    return None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def read_records(path: str | Path, cut_torn_tail: bool = False, move_corrupt: bool = False) -> list[dict[str, Any]]:
+    """All records of the log at ``path``, each checked; raises ``TrialLogError`` naming the file and line.
+
+    A last line without its newline that does not parse is a torn write (the event never took
+    effect): it is ignored, and cut from the file when ``cut_torn_tail``. Every other bad line is
+    corruption; with ``move_corrupt`` (``--resume --repair``) bad lines are moved aside to
+    ``<log>.corrupt`` (one JSON object per line: line number, reason, text) and the log is
+    rewritten with every intact record.
+    """
     path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    if not data:
-        return []
-    ends_with_newline = data.endswith(b"\n")
-    lines = data.split(b"\n")
-    if ends_with_newline:
-        lines = lines[:-1]
+    data = path.read_bytes() if path.exists() else b""
+    lines = data.split(b"\n")  # the last item is b"" when the file ends in a newline
     records: list[dict[str, Any]] = []
-    good_end = 0
-    for i, line in enumerate(lines):
-        last = i == len(lines) - 1
-        if line.strip():
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict) or "trial_id" not in rec or "status" not in rec:
-                    raise ValueError("not a trial record")
-            except ValueError as err:
-                if last:
-                    break  # torn tail: the write it belongs to never completed
-                raise TrialLogError(f"{path}:{i + 1}: corrupt log line ({err}); "
-                                    f"only a torn last line is repaired automatically") from None
-            records.append(rec)
-        good_end += len(line) + (0 if last and not ends_with_newline else 1)
-    if repair and good_end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
-    if repair and good_end and not path.read_bytes().endswith(b"\n"):
-        with open(path, "ab") as f:
-            f.write(b"\n")
+    kept: list[bytes] = []  # the intact lines, byte for byte
+    ids: dict[int, list[int]] = {}
+    bad: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as err:
+            if number == len(lines):
+                break  # torn: the write it belongs to never completed
+            rec, problem = None, f"not JSON ({err})"
+        else:
+            problem = _problem(rec, ids, len(bad))
+        if problem is not None:
+            if not move_corrupt:
+                raise TrialLogError(f"{path}:{number}: corrupt log record: {problem}; fix or delete the line, "
+                                    f"or pass --resume --repair to move bad lines aside to {path.name}.corrupt")
+            bad.append({"line": number, "reason": problem, "text": line.decode("utf-8", "replace")})
+            continue
+        ids.setdefault(rec["trial_id"], rec["decisions"])
+        records.append(rec)
+        kept.append(line)
+    if bad:
+        _move_aside(path, bad)
+    if bad or (cut_torn_tail and data and not data.endswith(b"\n")):
+        atomic_write_bytes(path, b"".join(line + b"\n" for line in kept))
     return records
+
+
+def _move_aside(path: Path, bad: list[dict[str, Any]]) -> None:
+    """Saved (durably) before the log is rewritten: a crash in between leaves the bad lines in both
+    places, never in neither."""
+    append_lines(path.with_name(path.name + ".corrupt"), [json.dumps(b) + "\n" for b in bad])
+
+
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append and fsync; a full or read-only disk is one error naming the file."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise write_error(path, err) from None
 
 
 def fold(records: list[dict[str, Any]]) -> dict[int, Trial]:
@@ -110,22 +175,28 @@ def fold(records: list[dict[str, Any]]) -> dict[int, Trial]:
 
 
 class TrialLog:
-    """Append-only writer; opening repairs a torn tail so new lines never glue onto a fragment."""
+    """Append-only writer; opening cuts a torn tail so new lines never glue onto a fragment
+    (``repair``: and moves corrupt records aside, see :func:`read_records`)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, repair: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.records = read_records(self.path, repair=True)
-        self._f = open(self.path, "a", encoding="utf-8")
+        self.records = read_records(self.path, cut_torn_tail=True, move_corrupt=repair)
+        try:
+            self._f = open(self.path, "a", encoding="utf-8")
+        except OSError as err:
+            raise write_error(self.path, err) from None
 
     def trials(self) -> dict[int, Trial]:
         return fold(self.records)
 
     def append(self, trial: Trial) -> None:
         rec = trial.record()
-        self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as err:
+            raise write_error(self.path, err) from None
         self.records.append(rec)
 
     def close(self) -> None:
