@@ -112,6 +112,10 @@ def test_kill_then_resume_reaches_identical_state(synthetic_folder, tmp_path):
     run_pretraining(load_config(cfg_b))
     final_b = load_checkpoint(checkpoint_path(out_b, 8))
     _assert_same_state(final_a, final_b)
+    # metrics.jsonl holds every step once: the steps logged between the checkpoint and the kill
+    # were cut on resume, then logged again by the resumed run
+    rows_b = [json.loads(line) for line in (out_b / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_b if r["kind"] == "train"] == list(range(1, 9))
     # and the resumed run logged the same losses for the steps it re-did
     la, lb = _losses(tmp_path / "a"), _losses(out_b)
     for step in range(killed_at + 1, 9):

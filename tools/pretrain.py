@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Pretrain a NASNet classifier on an ImageFolder dataset with the paper's recipe.
+r"""Pretrain a NASNet classifier on an ImageFolder dataset with the paper's recipe.
 
     python tools/pretrain.py --config configs/pretrain/nasnet_a_mobile_imagenet.yaml \
         data.train_dir=/data/imagenet/train data.val_dir=/data/imagenet/val
     torchrun --nproc_per_node 8 tools/pretrain.py --config ... train.batch_size=32
 
 Overrides are ``section.key=value`` (YAML values). A killed run resumes from the newest checkpoint
-in train.output_dir when started again with the same command (train.resume=auto).
+in train.output_dir when started again with the same command (train.resume=auto). Every input is
+checked before the output folder is touched; a mistake is one ``error:`` line and exit status 2.
 """
 from __future__ import annotations
 
@@ -23,9 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
-    from nasnet_det.pretrain import ConfigError, load_config, run_pretraining
-    from nasnet_det.pretrain.checkpoint import CheckpointError
-    from nasnet_det.pretrain.data import DataError
+    from nasnet_det.errors import NASNetError
+    from nasnet_det.pretrain import load_config, run_pretraining
 
     try:
         cfg = load_config(args.config, args.overrides, check_paths=not args.print_config)
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             return 0
         results = run_pretraining(cfg)
-    except (ConfigError, CheckpointError, DataError) as err:
+    except NASNetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if results:

@@ -1,14 +1,17 @@
 """Training checkpoints: everything an exact resume needs, written atomically, read safely.
 
-Why atomic: a run killed while writing must leave the previous checkpoint intact, so we write
-``<name>.tmp`` and ``os.replace`` it (atomic on POSIX). Why only tensors and plain Python values:
-the file then loads with ``torch.load(weights_only=True)``, the safe loader, so resuming never
-executes pickled code. Contents: model, optimizer, EMA, AMP scaler, the step (the schedule and the
+Why atomic: a run killed while writing must leave the previous checkpoint intact, so every file
+goes through ``nasnet_det.durable.atomic_write`` (temporary file, fsync, rename, folder fsync).
+Why only tensors and plain Python values: the file then loads with
+``torch.load(weights_only=True)``, the safe loader, so resuming never executes pickled code. A file
+that needs more (a crafted or foreign pickle) is refused; pretraining has no
+``--allow-unsafe-pickle`` way out because its own checkpoints never need one. Contents: model, optimizer, EMA, AMP scaler, the step (the schedule and the
 sampler position are pure functions of it and the config), and every RNG stream of every rank.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -16,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..modeling.state_check import state_dict_mismatch
+from ..durable import atomic_write
 from ..errors import WeightsError
+from ..modeling.state_check import state_dict_mismatch
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_step(\d+)\.pth$")
 
@@ -75,10 +79,8 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 def save_checkpoint(state: dict, output_dir: str | os.PathLike, step: int, keep: int = 2) -> Path:
     """Write ``checkpoint_step<step>.pth`` atomically and keep only the newest ``keep`` files."""
     path = checkpoint_path(output_dir, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pth.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        torch.save(state, f)
     if keep > 0:
         for _, old in list_checkpoints(output_dir)[:-keep]:
             old.unlink(missing_ok=True)
@@ -92,14 +94,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - truncated zip, not a torch file, unsafe pickle
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise _unreadable(p, err) from None
         raise CheckpointError(
-            f"cannot read training checkpoint {str(p)!r} (truncated, corrupt, or not written by "
-            f"nasnet_det.pretrain): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        ) from None
+            f"refused to load training checkpoint {str(p)!r}: it holds pickled objects beyond tensors and "
+            "plain values, which the safe loader (torch.load weights_only=True) does not run; nasnet_det.pretrain "
+            "never writes such files. Pretraining has no --allow-unsafe-pickle: delete or move the file "
+            "(train.resume=auto then takes the previous checkpoint)") from None
+    except Exception as err:  # noqa: BLE001 - truncated zip, not a torch file
+        raise _unreadable(p, err) from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise CheckpointError(f"{str(p)!r} is not a nasnet_det training checkpoint (no 'model'/'step' entries)")
     return state
+
+
+def _unreadable(p: Path, err: Exception) -> CheckpointError:
+    first_line = str(err).splitlines()[0] if str(err) else ""
+    return CheckpointError(f"cannot read training checkpoint {str(p)!r} (truncated, corrupt, or not written by "
+                           f"nasnet_det.pretrain): {type(err).__name__}: {first_line}")
 
 
 def load_model_state_strict(model: torch.nn.Module, state: dict, what: str) -> None:

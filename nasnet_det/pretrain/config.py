@@ -9,13 +9,14 @@ resolve from the model name when left ``null``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Callable, get_type_hints
 
 import yaml
-from ..errors import ConfigError
+from ..errors import ConfigError, GenotypeError
 
 
 # L2 weight decay (slim ``l2_regularizer`` scale) per model family, docs NASNET_SPEC.md section 2.
@@ -145,7 +146,11 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self, check_paths: bool = True) -> "PretrainConfig":
-        """Raise ConfigError naming the first bad field."""
+        """Raise ConfigError (GenotypeError for the genotype) naming the first bad field.
+
+        ``check_paths=False`` (``--print-config``, shipped-config tests) skips the data folders
+        and genotype files, which may exist only on the training machine.
+        """
         m, d, o, t = self.model, self.data, self.optim, self.train
         chosen = [k for k in ("factory", "genotype", "name") if getattr(m, k)]
         if not chosen:
@@ -158,32 +163,123 @@ class PretrainConfig:
             raise ConfigError(f"optim.optimizer: expected rmsprop_tf, sgd or adamw, got {o.optimizer!r}")
         if o.schedule not in ("exponential", "cosine", "constant"):
             raise ConfigError(f"optim.schedule: expected exponential, cosine or constant, got {o.schedule!r}")
-        if not 0.0 <= o.ema_decay < 1.0:
-            raise ConfigError(f"optim.ema_decay: must be in [0, 1), got {o.ema_decay}")
-        if not 0.0 <= o.label_smoothing < 1.0:
-            raise ConfigError(f"optim.label_smoothing: must be in [0, 1), got {o.label_smoothing}")
-        if t.batch_size < 1:
-            raise ConfigError(f"train.batch_size: must be >= 1, got {t.batch_size}")
-        if t.epochs <= 0 and t.max_steps <= 0:
+        if t.epochs <= 0 and t.max_steps == 0:
             raise ConfigError("train.epochs / train.max_steps: one of them must be > 0")
         if t.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device: expected auto, cpu or cuda, got {t.device!r}")
         if t.amp_dtype not in ("auto", "bfloat16", "float16"):
             raise ConfigError(f"train.amp_dtype: expected auto, bfloat16 or float16, got {t.amp_dtype!r}")
-        if d.image_size < 8:
-            raise ConfigError(f"data.image_size: must be >= 8, got {d.image_size}")
+        for key, value, ok, rule in _numeric_rules(self):
+            if not ok(value):
+                raise ConfigError(f"{key}: must be {rule}, got {value}")
         if check_paths:
-            for key in ("train_dir", "val_dir"):
-                path = getattr(d, key)
-                if not path:
-                    if key == "train_dir":
-                        raise ConfigError("data.train_dir: not set (an ImageFolder root: <dir>/<class>/*.jpg)")
-                    continue
-                if not os.path.isdir(path):
-                    raise ConfigError(f"data.{key}: directory {path!r} does not exist")
-            if m.genotype and (m.genotype.endswith(".json") and not os.path.isfile(m.genotype)):
-                raise ConfigError(f"model.genotype: genotype file {m.genotype!r} does not exist")
+            _check_paths(d)
+        _check_model(m, check_files=check_paths)
         return self
+
+
+def _numeric_rules(cfg: PretrainConfig) -> list[tuple[str, Any, Callable[[Any], bool], str]]:
+    """(key, value, test, rule) for every number whose bad value would fail late or train silently wrong.
+
+    Why here: a negative lr otherwise fails inside the optimizer's constructor as a bare ValueError,
+    and ``max_steps=-3`` silently fell back to ``epochs``.
+    """
+    m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
+    positive, non_negative = (lambda v: v > 0), (lambda v: v >= 0)
+    fraction = lambda v: 0.0 < v <= 1.0  # noqa: E731
+    rules = [
+        ("optim.lr", o.lr, positive, "> 0"),
+        ("optim.lr_batch_size", o.lr_batch_size, positive, ">= 1"),
+        ("optim.rmsprop_decay", o.rmsprop_decay, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+        ("optim.rmsprop_eps", o.rmsprop_eps, positive, "> 0"),
+        ("optim.momentum", o.momentum, non_negative, ">= 0"),
+        ("optim.lr_decay_rate", o.lr_decay_rate, fraction, "in (0, 1]"),
+        ("optim.lr_decay_epochs", o.lr_decay_epochs, positive, "> 0"),
+        ("optim.warmup_epochs", o.warmup_epochs, non_negative, ">= 0"),
+        ("optim.min_lr", o.min_lr, non_negative, ">= 0"),
+        ("optim.aux_loss_weight", o.aux_loss_weight, non_negative, ">= 0"),
+        ("optim.ema_decay", o.ema_decay, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+        ("optim.label_smoothing", o.label_smoothing, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+        ("train.batch_size", t.batch_size, positive, ">= 1"),
+        ("train.epochs", t.epochs, non_negative, ">= 0"),
+        ("train.max_steps", t.max_steps, non_negative, ">= 1 (or 0: train for train.epochs)"),
+        ("train.checkpoint_every_steps", t.checkpoint_every_steps, non_negative, ">= 0"),
+        ("train.keep_checkpoints", t.keep_checkpoints, non_negative, ">= 0"),
+        ("train.eval_every_epochs", t.eval_every_epochs, positive, "> 0"),
+        ("train.log_every_steps", t.log_every_steps, non_negative, ">= 0"),
+        ("train.threads", t.threads, non_negative, ">= 0"),
+        ("data.image_size", d.image_size, lambda v: v >= 8, ">= 8"),
+        ("data.eval_resize", d.eval_resize, fraction, "in (0, 1]"),
+        ("data.min_crop_area", d.min_crop_area, fraction, "in (0, 1]"),
+        ("data.color_jitter", d.color_jitter, non_negative, ">= 0"),
+        ("data.workers", d.workers, non_negative, ">= 0"),
+        ("data.train_subset", d.train_subset, non_negative, ">= 0"),
+        ("data.val_subset", d.val_subset, non_negative, ">= 0"),
+    ]
+    for key in ("weight_decay", "clip_grad_norm"):
+        if getattr(o, key) is not None:
+            rules.append((f"optim.{key}", getattr(o, key), non_negative, ">= 0"))
+    for key in ("num_cells", "penultimate_filters", "num_classes"):
+        if getattr(m, key) is not None:
+            rules.append((f"model.{key}", getattr(m, key), positive, ">= 1 (or null)"))
+    return rules
+
+
+def _check_paths(d: DataConfig) -> None:
+    if not d.train_dir:
+        raise ConfigError("data.train_dir: not set (an ImageFolder root: <dir>/<class>/*.jpg)")
+    for key in ("train_dir", "val_dir"):
+        path = getattr(d, key)
+        if path and not os.path.isdir(path):
+            raise ConfigError(f"data.{key}: directory {path!r} does not exist")
+
+
+def _check_model(m: ModelConfig, check_files: bool) -> None:
+    """The model the config names exists: a known create_model name, or a valid genotype.
+
+    Why before the run: a typo otherwise fails at model build, after the output folder was touched.
+    """
+    if m.factory:
+        return
+    if m.genotype:
+        if check_files or not m.genotype.endswith(".json"):
+            _check_genotype(m.genotype)
+    else:
+        _check_model_name(m.name)
+    _check_overrides(m.overrides)
+
+
+def _check_genotype(spec: str) -> None:
+    """The same ``GenotypeError`` lines detection gives, prefixed with the key."""
+    from ..space import resolve_genotype
+
+    try:
+        resolve_genotype(spec)
+    except GenotypeError as err:
+        raise GenotypeError(f"model.genotype={spec!r}: {err}") from None
+
+
+def _check_model_name(name: str) -> None:
+    from ..modeling import list_models
+
+    known = list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ConfigError(f"model.name: unknown model {name!r}; {hint}known: {', '.join(known)} "
+                          "(or set model.name=null and model.genotype=<name or .json>)")
+
+
+def _check_overrides(overrides: dict) -> None:
+    """``model.overrides`` keys are NASNetConfig fields (checked here, not as a TypeError at build)."""
+    from ..modeling.config import NASNetConfig
+
+    known = {f.name for f in fields(NASNetConfig)}
+    for key in overrides:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"model.overrides.{key}: unknown model option{hint}; known: {', '.join(sorted(known))}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 # Inputs scaled to [-1, 1], as the TF-slim (and published) NASNet checkpoints expect.
 MEAN = (0.5, 0.5, 0.5)
@@ -25,7 +25,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".
 
 
 def scan_image_folder(root: str, per_class_limit: int = 0) -> tuple[list[str], list[tuple[str, int]]]:
-    """``root/<class>/*.<ext>`` -> (sorted class names, [(path, class index)]), first N per class."""
+    """``root/<class>/*.<ext>`` -> (sorted class names, [(path, class index)]), first N per class.
+
+    An empty class folder is an error, not skipped: it would still take a class index (and a
+    logit) that no image ever trains.
+    """
     if not os.path.isdir(root):
         raise DataError(f"dataset folder {root!r} does not exist")
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
@@ -34,12 +38,39 @@ def scan_image_folder(root: str, per_class_limit: int = 0) -> tuple[list[str], l
     samples: list[tuple[str, int]] = []
     for ci, name in enumerate(classes):
         files = sorted(f for f in os.listdir(os.path.join(root, name)) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise DataError(f"class folder {os.path.join(root, name)!r} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                            "add images or remove the folder (every sub-folder is a class)")
         if per_class_limit > 0:
             files = files[:per_class_limit]
         samples.extend((os.path.join(root, name, f), ci) for f in files)
-    if not samples:
-        raise DataError(f"dataset folder {root!r} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
     return classes, samples
+
+
+def check_classes(train_dir: str, classes: list[str], val_dir: str, val_classes: list[str] | None,
+                  num_classes: int | None) -> int:
+    """The number of logits to build, after checking that the class folders make a classification task.
+
+    Why: one class trains nothing and reports top-1 100 %; validation folders that differ from the
+    training ones give labels that mean other classes; ``model.num_classes`` below the folder count
+    fails deep in the loss (``Target 4 is out of bounds``). ``num_classes`` above the folder count
+    is allowed: TF checkpoints use 1001 logits, class 0 being background.
+    """
+    if len(classes) < 2:
+        raise DataError(f"data.train_dir {train_dir!r} has {len(classes)} class folder ({classes[0]!r}); "
+                        "a classifier needs at least 2 classes (<dir>/<class>/*.jpg)")
+    if val_classes is not None and val_classes != classes:
+        missing, extra = sorted(set(classes) - set(val_classes)), sorted(set(val_classes) - set(classes))
+        raise DataError(f"data.val_dir {val_dir!r} has other class folders than data.train_dir {train_dir!r} "
+                        f"(missing: {missing or 'none'}, extra: {extra or 'none'}); "
+                        "both need the same class sub-folders")
+    if num_classes is None:
+        return len(classes)
+    if num_classes < len(classes):
+        raise ConfigError(f"model.num_classes={num_classes}, but data.train_dir {train_dir!r} has "
+                          f"{len(classes)} class folders; set model.num_classes={len(classes)} (or null: "
+                          "the folder count)")
+    return num_classes
 
 
 def train_transform(image_size: int, min_crop_area: float = 0.08, color_jitter: float = 0.0,

@@ -20,10 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..durable import OutputLock, atomic_write_json, atomic_write_text
+from ..errors import NASNetError
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, load_model_state_strict, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import ConfigError, PretrainConfig
-from .data import GlobalBatchSampler, SeededImageFolder, build_loader, eval_transform, train_transform
+from .data import (GlobalBatchSampler, SeededImageFolder, build_loader, check_classes, eval_transform,
+                   train_transform)
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, cleanup, init_distributed
 from .optim import LRSchedule, ModelEMA, build_optimizer, set_lr
 
@@ -38,18 +41,31 @@ def build_model(cfg: PretrainConfig, num_classes: int) -> nn.Module:
     m = cfg.model
     overrides = dict(m.overrides)
     if m.factory:
-        module_name, func = m.factory.split(":", 1)
-        return getattr(importlib.import_module(module_name), func)(num_classes=num_classes, **overrides)
+        return _import_factory(m.factory)(num_classes=num_classes, **overrides)
     from nasnet_det.modeling import build_nasnet, create_model
 
-    if m.genotype:
-        kwargs = {k: v for k, v in (("num_cells", m.num_cells), ("penultimate_filters", m.penultimate_filters))
-                  if v is not None}
-        return build_nasnet(m.genotype, dataset=m.dataset, num_classes=num_classes, **kwargs, **overrides)
-    for key in ("num_cells", "penultimate_filters"):
-        if getattr(m, key) is not None:
-            overrides.setdefault(key, getattr(m, key))
-    return create_model(m.name, num_classes=num_classes, **overrides)
+    try:
+        if m.genotype:
+            kwargs = {k: v for k, v in (("num_cells", m.num_cells), ("penultimate_filters", m.penultimate_filters))
+                      if v is not None}
+            return build_nasnet(m.genotype, dataset=m.dataset, num_classes=num_classes, **kwargs, **overrides)
+        for key in ("num_cells", "penultimate_filters"):
+            if getattr(m, key) is not None:
+                overrides.setdefault(key, getattr(m, key))
+        return create_model(m.name, num_classes=num_classes, **overrides)
+    except NASNetError:
+        raise
+    except ValueError as err:  # NASNetConfig's checks of the model section's values
+        raise ConfigError(f"model: {err}") from None
+
+
+def _import_factory(spec: str):
+    """``package.module:function`` -> the function; a missing module or name is one ConfigError."""
+    module_name, func = spec.split(":", 1)
+    try:
+        return getattr(importlib.import_module(module_name), func)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"model.factory={spec!r}: cannot import it ({err})") from None
 
 
 def build_train_model(cfg: PretrainConfig, num_classes: int, device: torch.device) -> nn.Module:
@@ -143,8 +159,25 @@ def evaluate(model: nn.Module, loader, info: DistInfo, amp_ctx, channels_last: b
 # ---------------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------------
+def _record_up_to(line: str, step: int) -> bool:
+    """Whether a metrics.jsonl line is a record the state at ``step`` includes.
+
+    Summaries are dropped (the resumed run writes its own), and so are torn or garbled lines.
+    """
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return (isinstance(record, dict) and record.get("kind") != "summary"
+            and isinstance(record.get("step"), int) and record["step"] <= step)
+
+
 class Pretrainer:
-    """Holds the run's state; ``run()`` trains to ``total_steps``, resuming if a checkpoint exists."""
+    """Holds the run's state; ``run()`` trains to ``total_steps``, resuming if a checkpoint exists.
+
+    The constructor reads and checks every input (data folders, classes, model, optimizer) and
+    writes nothing, so a bad input never touches the output folder; ``run()`` takes the folder.
+    """
 
     def __init__(self, cfg: PretrainConfig) -> None:
         self.cfg = cfg
@@ -153,9 +186,6 @@ class Pretrainer:
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         self.out = Path(t.output_dir)
-        if self.info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
         d = cfg.data
         self.train_set = SeededImageFolder(
@@ -165,7 +195,11 @@ class Pretrainer:
         if d.val_dir:
             self.val_set = SeededImageFolder(d.val_dir, eval_transform(d.image_size, d.eval_resize, d.cifar_style),
                                              seed=t.seed, per_class_limit=d.val_subset)
-        num_classes = cfg.model.num_classes or len(self.train_set.classes)
+        num_classes = check_classes(d.train_dir, self.train_set.classes, d.val_dir,
+                                    self.val_set.classes if self.val_set else None, cfg.model.num_classes)
+        if num_classes > len(self.train_set.classes) and self.info.is_main:
+            logger.warning("model.num_classes=%d > %d class folders: the extra logits are never trained",
+                           num_classes, len(self.train_set.classes))
 
         # Same seed on every rank for the weights; DDP also broadcasts rank 0's at wrap time.
         torch.manual_seed(t.seed)
@@ -205,6 +239,21 @@ class Pretrainer:
         if not self.cfg.train.amp:
             return nullcontext()
         return torch.autocast(self.info.device.type, dtype=self.amp_dtype)
+
+    def own_output(self):
+        """The output folder's lock, held by the main process for the whole run (others: a no-op)."""
+        return OutputLock(self.out, "pretraining") if self.info.is_main else nullcontext()
+
+    def rewind_metrics(self) -> None:
+        """Cut metrics.jsonl back to the records up to ``self.step`` (atomically).
+
+        Why: a run killed after its checkpoint at step s had already logged steps s+1.., which the
+        resumed run trains and logs again; without this they would appear twice.
+        """
+        if not self.info.is_main or not self.metrics_file.exists():
+            return
+        lines = self.metrics_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        atomic_write_text(self.metrics_file, "".join(f"{line}\n" for line in lines if _record_up_to(line, self.step)))
 
     def log(self, record: dict) -> None:
         if not self.info.is_main:
@@ -309,8 +358,17 @@ class Pretrainer:
         return results
 
     def run(self) -> dict:
+        """Own the output folder, resume (or start), record the config, train."""
+        with self.own_output():
+            self.maybe_resume()
+            self.rewind_metrics()
+            if self.info.is_main:
+                atomic_write_json(self.out / "config.json", self.cfg.to_dict())
+            return self.train_loop()
+
+    def train_loop(self) -> dict:
+        """Train from ``self.step`` to ``total_steps``; checkpoints, evaluations, the final export."""
         t = self.cfg.train
-        self.maybe_resume()
         if self.info.is_main and t.tensorboard:
             self.writer = open_tensorboard(self.out / "tb")
         bar = None
@@ -332,7 +390,8 @@ class Pretrainer:
                 loss_t = all_reduce_sum(torch.tensor([loss], dtype=torch.float64), self.info)
                 global_loss = loss_t.item() / self.info.world_size
                 if not math.isfinite(global_loss):
-                    raise FloatingPointError(f"loss is {global_loss} at step {self.step}; lower optim.lr")
+                    raise ConfigError(f"optim.lr: the loss is {global_loss} at step {self.step} (lr {lr:.3g}); "
+                                      "lower optim.lr or raise optim.warmup_epochs")
                 if self.step % max(1, t.log_every_steps) == 0 or self.step == 1:
                     self.log({"kind": "train", "step": self.step, "loss": global_loss, "lr": lr,
                               "epoch": self.step / self.steps_per_epoch})
