@@ -103,11 +103,15 @@ def test_train_net_unknown_key_is_one_error_line():
 
 
 # ------------------------------------------------------------------------------ fuzzing
-LEAF_KEYS = sorted(
-    k for k, _ in (lambda walk: walk(walk, add_nasnet_config(get_cfg()), ""))(
-        lambda walk, node, prefix: [item for name, value in node.items()
-                                    for item in (walk(walk, value, f"{prefix}{name}.") if hasattr(value, "items")
-                                                 else [(f"{prefix}{name}", value)])]))
+def _leaf_keys(node, prefix: str = "") -> list[str]:
+    """Every dotted key of a config, for the fuzzer to draw from."""
+    keys: list[str] = []
+    for name, value in node.items():
+        keys += _leaf_keys(value, f"{prefix}{name}.") if hasattr(value, "items") else [f"{prefix}{name}"]
+    return keys
+
+
+LEAF_KEYS = sorted(_leaf_keys(add_nasnet_config(get_cfg())))
 LITERALS = ["0", "1", "-1", "0.5", "-2.5", "True", "False", "None", "()", "(1,)", "(64, 64)", "[]", "[[1, 2]]",
             "{}", "{'A': 1}", "{[]: 1}", "'x'", "thirty", "cuda", "cpu", "BN", "nasnet_a", "1e999", "nan",
             "((((((((((", "(" * 200 + ")" * 200, "", " ", "\x00", "/", "."]

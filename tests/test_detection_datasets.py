@@ -208,6 +208,17 @@ def test_num_classes_must_match_the_dataset(dataset):
                                          "DATASETS.TEST", "()"]))
 
 
+def test_large_datasets_read_a_sample_of_image_headers(dataset, monkeypatch):
+    """Every file must exist; beyond FULL_SIZE_CHECK_LIMIT images only a sample of headers is read."""
+    from nasnet_det.detection import dataset_check
+
+    json_file, images = dataset()
+    assert dataset_check.check_coco_json(str(json_file), str(images)).headers_read == 2
+    monkeypatch.setattr(dataset_check, "FULL_SIZE_CHECK_LIMIT", 1)
+    monkeypatch.setattr(dataset_check, "SIZE_SAMPLE", 1)
+    assert dataset_check.check_coco_json(str(json_file), str(images)).headers_read == 1
+
+
 # --------------------------------------------------------------------------- the command line
 def _train_net(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", DEMO, *args,
@@ -229,6 +240,16 @@ def test_train_net_bad_dataset_is_one_error_line(dataset, tmp_path, case, edit, 
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0] and "instances.json" in errors[0], proc.stderr[-2000:]
+
+
+def test_train_net_num_classes_mismatch_is_one_error_line(dataset, tmp_path):
+    """The demo config has 5 classes, the dataset 2 (needs check_datasets(..., cfg) in train_net setup())."""
+    json_file, images = dataset()
+    proc = _train_net("--dataset-json", str(json_file), "--image-root", str(images), "OUTPUT_DIR", str(tmp_path / "out"))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "MODEL.ROI_HEADS.NUM_CLASSES is 5" in errors[0] and "2 categories" in errors[0], \
+        proc.stderr[-2000:]
 
 
 def test_errors_share_the_project_base():

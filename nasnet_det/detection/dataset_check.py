@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DataError
@@ -68,9 +68,9 @@ class CheckResult:
 
     json_file: str
     data: dict[str, Any]
-    dropped: list[Problem] = field(default_factory=list)
-    thing_classes: list[str] = field(default_factory=list)  # in detectron2's order (sorted by id)
-    headers_read: int = 0
+    dropped: list[Problem]
+    thing_classes: list[str]  # in detectron2's order (sorted by category id)
+    headers_read: int  # image headers whose size was compared with the json
 
 
 def _short(value: Any, limit: int = 60) -> str:
