@@ -59,6 +59,14 @@ def test_unhashable_concat_and_name(tmp_path):
     assert "genotype: name: expected a string" in _one_line_error(Genotype.from_dict, data)
 
 
+def test_default_concat_with_unhashable_inputs():
+    """Found by the fuzzer: without ``concat``, the default (unused states) must not hash bad inputs."""
+    data = copy.deepcopy(VALID)
+    del data["normal"]["concat"]
+    data["normal"]["blocks"][3]["inputs"] = [[1], 0]
+    assert "normal.blocks[3].inputs[0]: input index [1] out of range" in _one_line_error(Genotype.from_dict, data)
+
+
 def test_very_deep_nesting_is_one_error(tmp_path):
     path = tmp_path / "deep.json"
     path.write_text('{"normal": ' + "[" * 100_000 + "]" * 100_000 + "}")

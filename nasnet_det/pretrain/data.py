@@ -12,11 +12,11 @@ run on 2 processes sees exactly the images a 1-process run with the same global 
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, NASNetError
 
 # Inputs scaled to [-1, 1], as the TF-slim (and published) NASNet checkpoints expect.
 MEAN = (0.5, 0.5, 0.5)
@@ -174,3 +174,19 @@ def build_loader(dataset: Dataset, batch_sampler: Sampler | None = None, batch_s
     subset = Subset(dataset, indices) if indices is not None else dataset
     return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers, generator=gen,
                       pin_memory=torch.cuda.is_available())
+
+
+def batches(loader: Iterable) -> Iterator:
+    """Iterate ``loader``; a NASNetError raised in a loader worker comes back as one line.
+
+    Why: torch re-raises a worker's exception with the worker's traceback prepended to its message
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."), which would turn a
+    corrupt image into a traceback on the command line. The last line holds the original message.
+    """
+    try:
+        yield from loader
+    except NASNetError as err:
+        lines = str(err).strip().splitlines()
+        if len(lines) > 1 and lines[0].startswith("Caught "):
+            raise type(err)(lines[-1].split(": ", 1)[-1]) from None
+        raise

@@ -25,7 +25,7 @@ from ..errors import NASNetError
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, load_model_state_strict, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import ConfigError, PretrainConfig
-from .data import (GlobalBatchSampler, SeededImageFolder, build_loader, check_classes, eval_transform,
+from .data import (GlobalBatchSampler, SeededImageFolder, batches, build_loader, check_classes, eval_transform,
                    train_transform)
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, cleanup, init_distributed
 from .optim import LRSchedule, ModelEMA, build_optimizer, set_lr
@@ -137,7 +137,7 @@ def evaluate(model: nn.Module, loader, info: DistInfo, amp_ctx, channels_last: b
     """Top-1 / top-5 accuracy (%) and mean CE loss over this rank's shard, summed over ranks."""
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # correct1, correct5, loss_sum, count
-    for images, labels in loader:
+    for images, labels in batches(loader):
         images, labels = images.to(info.device, non_blocking=True), labels.to(info.device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -385,7 +385,7 @@ class Pretrainer:
                                          t.seed, epoch, start_batch)
             loader = build_loader(self.train_set, batch_sampler=sampler, workers=self.cfg.data.workers,
                                   seed=t.seed + epoch)
-            for images, labels in loader:
+            for images, labels in batches(loader):
                 loss, lr = self.train_step(images, labels)
                 loss_t = all_reduce_sum(torch.tensor([loss], dtype=torch.float64), self.info)
                 global_loss = loss_t.item() / self.info.world_size

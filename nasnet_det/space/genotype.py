@@ -61,7 +61,7 @@ def unused_states(blocks: Iterable[Block]) -> tuple[int, ...]:
     (TF's ``used_hiddenstates``), because their authors concatenated some states that are also read.
     """
     blocks = tuple(blocks)
-    read = {i for b in blocks for i in b.inputs}
+    read = {i for b in blocks for i in b.inputs if _is_index(i)}  # bad inputs: left to CellSpec.validate
     return tuple(i for i in range(2, 2 + len(blocks)) if i not in read)
 
 
