@@ -161,7 +161,8 @@ def _task(cfg: SearchConfig, trial: Trial) -> dict[str, Any]:
             "child": asdict(cfg.child), "data": asdict(cfg.data)}
 
 
-def prepare_output(cfg: SearchConfig, output: Path, resume: bool) -> None:
+def check_output(cfg: SearchConfig, output: Path, resume: bool) -> None:
+    """Refuse an occupied folder without --resume, and a resume under another strategy, seed or space."""
     log_path = output / LOG_NAME
     if log_path.exists() and log_path.stat().st_size and not resume:
         raise SearchError(f"{output}: already holds a search ({LOG_NAME}); pass --resume to continue it, "
@@ -173,7 +174,14 @@ def prepare_output(cfg: SearchConfig, output: Path, resume: bool) -> None:
             if old.get(key) != cfg.to_dict()[key]:
                 raise SearchError(f"{saved}: the search being resumed has {key}={old.get(key)!r}, "
                                   f"the given config has {cfg.to_dict()[key]!r}; they must match")
-    atomic_write_text(saved, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def remove_stale_temporaries(output: Path) -> None:
+    """Temporary files of the driver's own atomic writes (state, config) that a SIGKILL left behind;
+    under the folder's lock no other process can be writing them."""
+    for name in (STATE_NAME, CONFIG_NAME):
+        for tmp in output.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def run_search(cfg: SearchConfig, output: str | Path, resume: bool = False, executor: Executor | None = None,
@@ -195,7 +203,8 @@ def run_search(cfg: SearchConfig, output: str | Path, resume: bool = False, exec
 
         check_dataset(cfg.data)
     with OutputLock(output, "search"):
-        prepare_output(cfg, output, resume)
+        check_output(cfg, output, resume)
+        remove_stale_temporaries(output)
         return _Search(cfg, output, executor, strategy, progress, on_event).run(repair, allow_unsafe_pickle)
 
 
@@ -220,13 +229,13 @@ class _Search:
     def run(self, repair: bool, allow_unsafe_pickle: bool) -> SearchSummary:
         cfg, strategy = self.cfg, self.strategy
         self.log = TrialLog(self.output / LOG_NAME, repair=repair)
-        self.updates = UpdateLog(self.output / UPDATES_NAME)
-        trials = self.log.trials()
-        self.next_id = restore_strategy(strategy, trials, self.output, self.updates, allow_unsafe_pickle)
-        for t in sorted(trials.values(), key=lambda t: t.finish_index if t.finish_index is not None else -1):
-            if t.status in FINISHED:
-                self._count(t)
-        self.resubmit.extend(sorted((t for t in trials.values() if t.status in IN_FLIGHT), key=lambda t: t.trial_id))
+        try:
+            self._restore(allow_unsafe_pickle)
+        except BaseException:
+            self.log.close()
+            raise
+        # Only now, with the log and the state found usable, is the folder's config replaced.
+        atomic_write_text(self.output / CONFIG_NAME, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         own_executor = self.executor is None
         if own_executor:
             self.executor = build_executor(cfg.executor, cfg.child.threads, cfg.child.timeout_s)
@@ -243,6 +252,15 @@ class _Search:
             raise
         _close_all(closers, raising=True)
         return self._summary()
+
+    def _restore(self, allow_unsafe_pickle: bool) -> None:
+        """Strategy, counts and the queue of in-flight trials as the log left them."""
+        self.updates = UpdateLog(self.output / UPDATES_NAME)
+        trials = self.log.trials()
+        self.next_id = restore_strategy(self.strategy, trials, self.output, self.updates, allow_unsafe_pickle)
+        for t in sorted((t for t in trials.values() if t.status in FINISHED), key=lambda t: t.finish_index or 0):
+            self._count(t)
+        self.resubmit.extend(sorted((t for t in trials.values() if t.status in IN_FLIGHT), key=lambda t: t.trial_id))
 
     def _progress_bar(self, initial: int) -> Any:
         from tqdm import tqdm
