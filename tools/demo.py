@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import cv2  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
-from nasnet_det.errors import DataError  # noqa: E402
+from nasnet_det.durable import atomic_write_text  # noqa: E402
+from nasnet_det.errors import DataError, NASNetError  # noqa: E402
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -91,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--dataset-json", help="COCO json giving the class names and category ids (and image ids)")
     src.add_argument("--dataset", help="registered detectron2 dataset to take class names and ids from")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-unsafe-pickle", action="store_true",
+                   help="load weights that need full unpickling (runs code from the file: only for files you trust)")
     p.add_argument("--fast", action="store_true",
                    help="fold BN into the convolutions and use channels_last (same detections up to fp32 rounding)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
@@ -185,7 +188,8 @@ def run(args: argparse.Namespace) -> dict:
     ids_in_json = known_image_ids(args.dataset_json)
     next_id = max(ids_in_json.values(), default=0) + 1
     try:
-        predictor = NASNetPredictor(cfg, weights=args.weights, optimize=args.fast)
+        predictor = NASNetPredictor(cfg, weights=args.weights, optimize=args.fast,
+                                    allow_unsafe_pickle=args.allow_unsafe_pickle)
     except WeightsError as err:
         raise InputError(str(err)) from err
     if not predictor.cfg.MODEL.WEIGHTS:
@@ -261,11 +265,11 @@ def run(args: argparse.Namespace) -> dict:
                 raise InputError(f"video file {str(item.path)!r} has no readable frames (corrupt or unsupported codec)")
     finally:
         bar.close()
-        # whatever was done before an error is kept: results so far are written either way
-        (out / "results.json").write_text(json.dumps(results))
-        (out / "images.json").write_text(
-            json.dumps({"images": images, "categories": [{"id": i, "name": n} for i, n in zip(info.dataset_ids, info.names)]})
-        )
+    # only a run that finished replaces results.json / images.json, atomically: a failed rerun
+    # into the same folder must not overwrite an earlier run's results
+    atomic_write_text(out / "results.json", json.dumps(results))
+    atomic_write_text(out / "images.json", json.dumps(
+        {"images": images, "categories": [{"id": i, "name": n} for i, n in zip(info.dataset_ids, info.names)]}))
     return {
         "num_images": len(images),
         "num_detections": len(results),
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = run(args)
-    except (InputError, FileNotFoundError) as err:
+    except (NASNetError, FileNotFoundError) as err:
         print(f"demo.py: error: {err}", file=sys.stderr)
         return 2
     print(

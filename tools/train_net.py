@@ -22,11 +22,9 @@ import logging
 import sys
 
 import nasnet_det  # noqa: F401  (first: registers the backbone, ROI heads and compat layer)
+from nasnet_det.errors import NASNetError
 from nasnet_det.detection import (
     ConfigError,
-    DatasetError,
-    ImageReadError,
-    NASNetConfigError,
     NASNetTrainer,
     build_checkpointer,
     check_datasets,
@@ -50,6 +48,9 @@ def build_parser():
     parser.add_argument("--image-root", help="folder with the images of --dataset-json")
     parser.add_argument("--test-json", help="COCO-format instances json to evaluate on")
     parser.add_argument("--test-image-root", help="folder with the images of --test-json")
+    parser.add_argument("--allow-unsafe-pickle", action="store_true",
+                        help="load MODEL.WEIGHTS / checkpoints that need full unpickling (runs code from the "
+                        "file: only for files you trust)")
     return parser
 
 
@@ -72,7 +73,7 @@ def register_cli_datasets(args) -> list[str]:
 def setup(args):
     """Config from file + dataset flags + trailing KEY VALUE overrides, then detectron2's setup."""
     cfg = load_config(args.config_file, register_cli_datasets(args) + list(args.opts), freeze=False)
-    check_datasets(cfg.DATASETS.TEST if args.eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    check_datasets(cfg.DATASETS.TEST if args.eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -80,9 +81,11 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    NASNetTrainer.allow_unsafe_pickle = args.allow_unsafe_pickle
     if args.eval_only:
         model = NASNetTrainer.build_model(cfg)
-        build_checkpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        build_checkpointer(model, cfg.OUTPUT_DIR, args.allow_unsafe_pickle).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume)
         res = NASNetTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
@@ -101,7 +104,7 @@ def invoke_main(argv: list[str] | None = None) -> None:
         else:
             launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                    dist_url=args.dist_url, args=(args,))
-    except (ConfigError, DatasetError, NASNetConfigError, ImageReadError) as err:
+    except NASNetError as err:
         logging.getLogger("nasnet_det").debug("configuration error", exc_info=True)
         sys.exit(f"error: {err}")
 

@@ -79,7 +79,6 @@ HAS_COMPILED_OPS: bool = _install_compiled_ops_stand_in()
 import inspect
 import logging
 import os
-import pickle
 
 _logger = logging.getLogger(__name__)
 
@@ -117,46 +116,71 @@ def register_coco_instances_once(name: str, metadata: dict, json_file: str, imag
     register_coco_instances(name, metadata, json_file, image_root)
 
 
-def torch_load_trusted(path: str):
-    """``torch.load`` of a checkpoint this project (or the user) wrote.
+def detection_checkpointer_class():
+    """DetectionCheckpointer that never runs code from a file and never leaves a torn checkpoint.
 
-    torch >= 2.6 defaults to ``weights_only=True``, which rejects the non-tensor objects a trainer
-    checkpoint holds; fvcore (both versions) calls ``torch.load`` without the argument. We try the
-    safe loader first and fall back to full unpickling, with a log line, only when it refuses.
+    Loading: detectron2 unpickles ``.pkl`` with plain ``pickle.load`` and fvcore calls
+    ``torch.load`` without ``weights_only``, so a crafted weights file runs its code. Ours reads
+    ``.pth`` with ``torch.load(weights_only=True)`` and ``.pkl`` with a numpy-only unpickler
+    (nasnet_det.weights.io); anything else is refused with one WeightsError naming
+    ``--allow-unsafe-pickle`` (the ``allow_unsafe_pickle`` argument). Checkpoints this project
+    writes hold only tensors and plain values, so they load safely.
+
+    Saving: fvcore writes ``model_*.pth`` and ``last_checkpoint`` in place; a kill mid-write
+    leaves a 0-byte file. Ours writes through ``nasnet_det.durable.atomic_write``. main has a
+    ``_torch_load`` hook and v0.6 does not, so we override ``_load_file``, which both have.
     """
     import torch
-
-    params = inspect.signature(torch.load).parameters
-    if "weights_only" not in params:  # torch < 1.13
-        return torch.load(path, map_location="cpu")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        _logger.info("%s holds non-tensor objects; loading it with weights_only=False", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def detection_checkpointer_class():
-    """DetectionCheckpointer whose ``.pth`` loading works on torch >= 2.6 (see torch_load_trusted).
-
-    main has a ``_torch_load`` hook for this and v0.6 does not, so we override ``_load_file``,
-    which both have, and keep detectron2's handling of ``.pkl`` / ``.pyth`` files.
-    """
     from detectron2.checkpoint import DetectionCheckpointer
 
+    from ..durable import atomic_write, atomic_write_text
+    from ..errors import WeightsError
+    from ..weights.io import safe_torch_load, safe_unpickle
+
     class NASNetCheckpointer(DetectionCheckpointer):
+        def __init__(self, model, save_dir: str = "", *, allow_unsafe_pickle: bool = False, **kwargs):
+            super().__init__(model, save_dir, **kwargs)
+            self.allow_unsafe_pickle = allow_unsafe_pickle
+
         def _load_file(self, filename: str):
-            if filename.endswith(".pkl") or filename.endswith(".pyth"):
-                return super()._load_file(filename)
             if not os.path.isfile(filename):
-                raise FileNotFoundError(f"checkpoint file {filename!r} does not exist")
-            try:
-                loaded = torch_load_trusted(filename)
-            except Exception as err:  # truncated / not a checkpoint
-                raise RuntimeError(f"cannot read checkpoint {filename!r}: {err}") from err
+                raise WeightsError(f"checkpoint file {filename!r} does not exist")
+            if os.path.getsize(filename) == 0:
+                raise WeightsError(f"checkpoint file {filename!r} is empty (a write cut short?)")
+            if filename.endswith(".pkl"):
+                data = safe_unpickle(filename, self.allow_unsafe_pickle)
+                if not isinstance(data, dict):
+                    raise WeightsError(f"{filename!r}: expected a dict of arrays, got {type(data).__name__}")
+                if "model" in data and "__author__" in data:  # detectron2 model-zoo format
+                    return data
+                data = data.get("blobs", data)  # Caffe2 / Detectron1 (as detectron2 reads them)
+                data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+                return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+            if filename.endswith(".pyth"):
+                raise WeightsError(f"{filename!r}: pycls .pyth files are not supported; convert to .pth")
+            loaded = safe_torch_load(filename, self.allow_unsafe_pickle)
+            if not isinstance(loaded, dict):
+                raise WeightsError(f"{filename!r} holds no checkpoint dict ({type(loaded).__name__})")
             if "model" not in loaded:
                 loaded = {"model": loaded}
             return loaded
+
+        def save(self, name: str, **kwargs) -> None:
+            if not self.save_dir or not self.save_to_disk:
+                return
+            data = {"model": self.model.state_dict()}
+            for key, obj in self.checkpointables.items():
+                data[key] = obj.state_dict()
+            data.update(kwargs)
+            basename = f"{name}.pth"
+            save_file = os.path.join(self.save_dir, basename)
+            self.logger.info("Saving checkpoint to %s", save_file)
+            with atomic_write(save_file) as f:
+                torch.save(data, f)
+            self.tag_last_checkpoint(basename)
+
+        def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+            atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
 
     return NASNetCheckpointer
 

@@ -89,7 +89,8 @@ class NASNetPredictor:
     rounding, ~1.2-1.4x faster on CPU (docs/benchmarks.md).
     """
 
-    def __init__(self, cfg, weights: str | None = None, optimize: bool = False):
+    def __init__(self, cfg, weights: str | None = None, optimize: bool = False,
+                 allow_unsafe_pickle: bool = False):
         from detectron2.modeling import build_model
 
         self.cfg = cfg.clone()
@@ -104,7 +105,9 @@ class NASNetPredictor:
         self.model.eval()
         if path:
             try:
-                compat.detection_checkpointer_class()(self.model).load(path)
+                compat.detection_checkpointer_class()(self.model, allow_unsafe_pickle=allow_unsafe_pickle).load(path)
+            except WeightsError:
+                raise
             except (OSError, RuntimeError, ValueError, KeyError) as err:
                 raise WeightsError(f"cannot load weights {path!r}: {err}") from err
         if optimize:

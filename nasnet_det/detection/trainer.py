@@ -6,7 +6,9 @@ What differs from DefaultTrainer and why:
   naming any unreadable image);
 * ``build_evaluator`` returns COCOEvaluator with the official pycocotools numbers (AP, AP50, AP75,
   APs/m/l and per-category AP) - DefaultTrainer leaves it unimplemented;
-* the checkpointer loads ``.pth`` files on torch >= 2.6 (compat.detection_checkpointer_class);
+* the checkpointer loads weights without running pickled code and writes checkpoints atomically
+  (compat.detection_checkpointer_class); ``allow_unsafe_pickle`` is the one way out;
+* a ``model_final.pth`` missing after training (a resume that found nothing left to do) is written;
 * ``DropPathScheduleHook`` advances ScheduledDropPath with the iteration.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
+import detectron2.utils.comm as comm
 from detectron2.engine import DefaultTrainer
 
 from . import compat
@@ -21,12 +24,16 @@ from .data import NASNetDatasetMapper
 from .hooks import DropPathScheduleHook
 
 
-def build_checkpointer(model, save_dir: str = "", **checkpointables):
+def build_checkpointer(model, save_dir: str = "", allow_unsafe_pickle: bool = False, **checkpointables):
     """The DetectionCheckpointer to use for NASNet detectors (see compat)."""
-    return compat.detection_checkpointer_class()(model, save_dir, **checkpointables)
+    return compat.detection_checkpointer_class()(model, save_dir, allow_unsafe_pickle=allow_unsafe_pickle,
+                                                 **checkpointables)
 
 
 class NASNetTrainer(DefaultTrainer):
+    #: set by tools/train_net.py --allow-unsafe-pickle before the trainer is built
+    allow_unsafe_pickle: bool = False
+
     @classmethod
     def build_train_loader(cls, cfg):
         return build_detection_train_loader(cfg, mapper=NASNetDatasetMapper(cfg, True))
@@ -45,8 +52,18 @@ class NASNetTrainer(DefaultTrainer):
         # DefaultTrainer.__init__ made a plain DetectionCheckpointer just before calling us; swap
         # it for ours so that both resume_or_load and the periodic checkpointer use it.
         old = self.checkpointer
-        self.checkpointer = build_checkpointer(old.model, old.save_dir, **old.checkpointables)
+        self.checkpointer = build_checkpointer(old.model, old.save_dir, self.allow_unsafe_pickle,
+                                               **old.checkpointables)
         hooks = super().build_hooks()
         total = self.cfg.MODEL.NASNET.DROP_PATH_TOTAL_STEPS or self.cfg.SOLVER.MAX_ITER
         hooks.insert(0, DropPathScheduleHook(total))
         return hooks
+
+    def train(self):
+        result = super().train()
+        final = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
+        if comm.is_main_process() and self.iter >= self.max_iter and not os.path.isfile(final):
+            # a resume from the last periodic checkpoint had no step left to run, so fvcore's
+            # PeriodicCheckpointer never wrote the final file
+            self.checkpointer.save("model_final", iteration=self.max_iter - 1)
+        return result

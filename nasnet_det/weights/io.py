@@ -141,7 +141,9 @@ def _load_safetensors(path: Path) -> tuple[dict, dict]:
     return state, meta
 
 
-def _load_torch(path: Path, allow_unsafe_pickle: bool) -> tuple[dict, dict]:
+def safe_torch_load(path: str | os.PathLike, allow_unsafe_pickle: bool = False) -> Any:
+    """``torch.load(weights_only=True)``; a pickle that needs more is refused naming the flag."""
+    path = Path(path)
     if not zipfile.is_zipfile(path):
         # Legacy (non-zip) torch files are plain pickles; torch.load handles them too.
         with open(path, "rb") as f:
@@ -159,25 +161,33 @@ def _load_torch(path: Path, allow_unsafe_pickle: bool) -> tuple[dict, dict]:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - truncated zip, bad storage...
         raise WeightsError(f"cannot read {str(path)!r} (truncated or corrupt file?): {_first_line(err)}") from None
-    return obj, {}
+    return obj
 
 
-def _load_pkl(path: Path, allow_unsafe_pickle: bool) -> tuple[dict, dict]:
-    import numpy as np
+def safe_unpickle(path: Path, allow_unsafe_pickle: bool = False) -> Any:
+    """Unpickle a detectron2 / Caffe2 style ``.pkl`` (dicts of numpy arrays) without running code.
 
-    raw = path.read_bytes()
+    Any global besides numpy arrays and plain containers is refused with one WeightsError naming
+    ``--allow-unsafe-pickle``, the one explicit way out.
+    """
+    raw = Path(path).read_bytes()
     try:
-        obj = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+        return _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except pickle.UnpicklingError as err:
         if "is not allowed" in str(err) and not allow_unsafe_pickle:
             raise WeightsError(f"{str(path)!r} is a pickle with arbitrary objects ({err}); loading it could "
                                f"run arbitrary code, so it was refused. {UNSAFE_FLAG_HINT}") from None
         if "is not allowed" in str(err):
-            obj = pickle.loads(raw, encoding="latin1")
-        else:
-            raise WeightsError(f"cannot read {str(path)!r} (truncated or corrupt pickle): {_first_line(err)}") from None
+            return pickle.loads(raw, encoding="latin1")
+        raise WeightsError(f"cannot read {str(path)!r} (truncated or corrupt pickle): {_first_line(err)}") from None
     except Exception as err:  # noqa: BLE001 - EOFError on truncation, etc.
         raise WeightsError(f"cannot read {str(path)!r} (truncated or corrupt pickle): {_first_line(err)}") from None
+
+
+def _load_pkl(path: Path, allow_unsafe_pickle: bool) -> tuple[dict, dict]:
+    import numpy as np
+
+    obj = safe_unpickle(path, allow_unsafe_pickle)
 
     def to_tensor(v):
         return torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
@@ -218,8 +228,7 @@ def load_state_dict(path: str | os.PathLike, allow_unsafe_pickle: bool = False) 
         state, meta = _load_pkl(p, allow_unsafe_pickle)
         return state, meta
     if suffix in (".pth", ".pt", ".bin", ".ckpt", ".tar"):
-        obj, meta = _load_torch(p, allow_unsafe_pickle)
-        return unwrap_state_dict(obj, p), meta
+        return unwrap_state_dict(safe_torch_load(p, allow_unsafe_pickle), p), {}
     raise WeightsError(f"{str(p)!r}: unknown weights format {suffix!r} (expected .safetensors, .pth/.pt/.bin, .pkl)")
 
 
