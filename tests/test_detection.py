@@ -256,14 +256,25 @@ def test_builtin_dataset_without_files_names_the_json(monkeypatch):
 @requires_coco_mini
 @pytest.mark.parametrize("problem", ["missing", "corrupt"])
 def test_missing_or_corrupt_image_names_the_file(tmp_path, problem):
+    """Registration refuses the dataset; an image that breaks after registration fails in the mapper."""
+    from nasnet_det.detection import DatasetError
+
     images = tmp_path / "images"
     images.mkdir()
     first = json.loads(COCO_MINI_TRAIN_JSON.read_text())["images"][0]
     json_path = write_coco_subset(COCO_MINI_TRAIN_JSON, [first["id"]], tmp_path / "one.json")
-    if problem == "corrupt":
-        data = (COCO_MINI_TRAIN_IMAGES / first["file_name"]).read_bytes()
-        (images / first["file_name"]).write_bytes(data[:200])  # a truncated JPEG
-    name = register_coco_json(f"nasnet_test_{problem}", str(json_path), str(images))
+    data = (COCO_MINI_TRAIN_IMAGES / first["file_name"]).read_bytes()
+    broken = data[:200] if problem == "corrupt" else None  # a truncated JPEG, or no file at all
+    if broken is not None:
+        (images / first["file_name"]).write_bytes(broken)
+    with pytest.raises(DatasetError, match=first["file_name"]):
+        register_coco_json(f"nasnet_test_{problem}", str(json_path), str(images))
+    (images / first["file_name"]).write_bytes(data)
+    name = register_coco_json(f"nasnet_test_{problem}_late", str(json_path), str(images))
+    if broken is None:
+        (images / first["file_name"]).unlink()
+    else:
+        (images / first["file_name"]).write_bytes(broken)
     cfg = load_config(MOBILE, tiny_opts())
     from detectron2.data import DatasetCatalog
 
@@ -291,16 +302,19 @@ def test_coco_registration_can_be_repeated(tmp_path):
     register_coco_json("nasnet_test_twice", str(subset), str(COCO_MINI_TRAIN_IMAGES))  # replaced
 
 
-def test_checkpointer_reads_trainer_checkpoints_on_new_torch(tmp_path, mobile_model):
+def test_checkpointer_refuses_non_tensor_globals_unless_allowed(tmp_path, mobile_model):
     from nasnet_det.detection import build_checkpointer
+    from nasnet_det.errors import WeightsError
 
     _, model = mobile_model
     path = tmp_path / "ckpt.pth"
     torch.save({"model": model.state_dict(), "iteration": 7, "extra": {"note": object.__name__},
                 "cfg": Path("x")}, path)  # a non-tensor global that weights_only=True rejects
-    loaded = build_checkpointer(model).load(str(path))
+    with pytest.raises(WeightsError, match="--allow-unsafe-pickle"):
+        build_checkpointer(model).load(str(path))
+    loaded = build_checkpointer(model, allow_unsafe_pickle=True).load(str(path))
     assert loaded["iteration"] == 7
-    with pytest.raises(RuntimeError, match="cannot read checkpoint"):
+    with pytest.raises(WeightsError, match="cannot read"):
         (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
         build_checkpointer(model).load(str(tmp_path / "broken.pth"))
 
