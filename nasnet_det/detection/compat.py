@@ -98,24 +98,6 @@ def coco_evaluator(dataset_name: str, output_dir: str | None = None, distributed
     )
 
 
-def register_coco_instances_once(name: str, metadata: dict, json_file: str, image_root: str) -> None:
-    """``register_coco_instances`` that tolerates re-registration of the same name.
-
-    v0.6 raises if ``name`` is already in DatasetCatalog, main skips silently. We replace an
-    older registration so that a second call (tests, notebooks) points at the new files.
-    """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.data.datasets import register_coco_instances
-
-    if name in DatasetCatalog.list():
-        old = MetadataCatalog.get(name)
-        if getattr(old, "json_file", None) == json_file and getattr(old, "image_root", None) == image_root:
-            return
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    register_coco_instances(name, metadata, json_file, image_root)
-
-
 def detection_checkpointer_class():
     """DetectionCheckpointer that never runs code from a file and never leaves a torn checkpoint.
 
