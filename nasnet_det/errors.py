@@ -31,6 +31,14 @@ class WeightsError(NASNetError, RuntimeError):
     """A weights or checkpoint file: missing, truncated, corrupt, unsafe, or for another model."""
 
 
+class UnsafeFileError(WeightsError):
+    """A pickle that would run code to load, refused; ``--allow-unsafe-pickle`` is the way out.
+
+    Separate from other WeightsErrors because a resume may skip a *torn* checkpoint and try an
+    older one, but must stop at a *planted* one.
+    """
+
+
 class StateError(NASNetError, RuntimeError):
     """A run's saved state (trial log, strategy state, lock) that cannot be resumed from."""
 

@@ -131,8 +131,11 @@ def test_unsafe_flag_is_the_one_way_out(tmp_path):
     from nasnet_det.detection import build_checkpointer
     from nasnet_det.errors import WeightsError
 
+    import torch
+
     marker = tmp_path / "marker"
-    path = _plant_pth(tmp_path / "w.pth", marker)
+    path = tmp_path / "w.pth"
+    torch.save({"model": nn.Linear(1, 1).state_dict(), "payload": _Plant(marker)}, path)
     with pytest.raises(WeightsError, match="--allow-unsafe-pickle"):
         build_checkpointer(nn.Linear(1, 1)).load(str(path))
     assert not marker.exists()

@@ -56,7 +56,7 @@ def _image() -> torch.Tensor:
 def test_export_loads_into_detector_and_features_match(tmp_path):
     from detectron2.modeling import build_model
 
-    from nasnet_det.detection.compat import detection_checkpointer_class
+    from nasnet_det.detection import build_checkpointer
 
     cfg = _cfg()
     clf = _classifier()
@@ -77,15 +77,21 @@ def test_export_loads_into_detector_and_features_match(tmp_path):
 
     detector = build_model(cfg).eval()
     own = detector.state_dict()
-    missing = [k for k in own if k not in payload["model"] and not k.startswith(DETECTOR_ONLY_PREFIXES)]
+    missing = [k for k in own if k not in payload["model"] and not k.startswith(DETECTOR_ONLY_PREFIXES)
+               and not k.endswith("num_batches_tracked")]  # detectron2 main's FrozenBN counter
     assert missing == [], f"backbone / ROI-head tensors without a value: {missing[:5]}"
     assert any(k.startswith("backbone.nasnet.conv0.") for k in payload["model"]), "the stem must be exported"
     assert any(k.startswith("roi_heads.res5.nasnet.cells.") for k in payload["model"])
 
-    detection_checkpointer_class()(detector).load(str(out))  # detectron2's own loader, as MODEL.WEIGHTS does
+    build_checkpointer(detector).load(str(out))  # the trainer's loader, as MODEL.WEIGHTS does
     loaded = detector.state_dict()
     for key, value in payload["model"].items():
         assert torch.equal(loaded[key].cpu(), torch.as_tensor(value)), key
+    # our classifier .safetensors given directly as MODEL.WEIGHTS loads the same tensors
+    direct = build_model(cfg).eval()
+    build_checkpointer(direct, cfg=cfg).load(str(src))
+    for key, value in payload["model"].items():
+        assert torch.equal(direct.state_dict()[key].cpu(), torch.as_tensor(value)), key
 
     image = _image()
     with torch.no_grad():

@@ -32,6 +32,7 @@ from nasnet_det.detection import (
     register_coco_json,
 )
 from nasnet_det.detection import compat
+from nasnet_det.detection.checkpoint import resume_candidates
 
 import detectron2.utils.comm as comm
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -51,6 +52,8 @@ def build_parser():
     parser.add_argument("--allow-unsafe-pickle", action="store_true",
                         help="load MODEL.WEIGHTS / checkpoints that need full unpickling (runs code from the "
                         "file: only for files you trust)")
+    parser.add_argument("--allow-random-weights", action="store_true",
+                        help="with --eval-only: evaluate even when there are no weights to load (a random model)")
     return parser
 
 
@@ -73,6 +76,11 @@ def register_cli_datasets(args) -> list[str]:
 def setup(args):
     """Config from file + dataset flags + trailing KEY VALUE overrides, then detectron2's setup."""
     cfg = load_config(args.config_file, register_cli_datasets(args) + list(args.opts), freeze=False)
+    if args.eval_only and not cfg.MODEL.WEIGHTS and not args.allow_random_weights \
+            and not (args.resume and resume_candidates(cfg.OUTPUT_DIR)):
+        raise ConfigError("--eval-only needs the weights to evaluate: add MODEL.WEIGHTS <OUTPUT_DIR>/model_final.pth "
+                          "(or --resume with an OUTPUT_DIR that has checkpoints); --allow-random-weights evaluates "
+                          "a randomly initialised model on purpose")
     check_datasets(cfg.DATASETS.TEST if args.eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), cfg)
     cfg.freeze()
     default_setup(cfg, args)
@@ -84,8 +92,9 @@ def main(args):
     NASNetTrainer.allow_unsafe_pickle = args.allow_unsafe_pickle
     if args.eval_only:
         model = NASNetTrainer.build_model(cfg)
-        build_checkpointer(model, cfg.OUTPUT_DIR, args.allow_unsafe_pickle).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = build_checkpointer(model, cfg.OUTPUT_DIR, args.allow_unsafe_pickle, weights_purpose="inference",
+                                          cfg=cfg)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = NASNetTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

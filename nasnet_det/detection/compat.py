@@ -77,10 +77,7 @@ HAS_COMPILED_OPS: bool = _install_compiled_ops_stand_in()
 # first thing ``nasnet_det.detection`` does (before detectron2.layers needs ``_C``).
 # --------------------------------------------------------------------------------------------
 import inspect
-import logging
-import os
 
-_logger = logging.getLogger(__name__)
 
 
 def coco_evaluator(dataset_name: str, output_dir: str | None = None, distributed: bool = True):
@@ -96,75 +93,6 @@ def coco_evaluator(dataset_name: str, output_dir: str | None = None, distributed
         dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
         use_fast_impl=False,
     )
-
-
-def detection_checkpointer_class():
-    """DetectionCheckpointer that never runs code from a file and never leaves a torn checkpoint.
-
-    Loading: detectron2 unpickles ``.pkl`` with plain ``pickle.load`` and fvcore calls
-    ``torch.load`` without ``weights_only``, so a crafted weights file runs its code. Ours reads
-    ``.pth`` with ``torch.load(weights_only=True)`` and ``.pkl`` with a numpy-only unpickler
-    (nasnet_det.weights.io); anything else is refused with one WeightsError naming
-    ``--allow-unsafe-pickle`` (the ``allow_unsafe_pickle`` argument). Checkpoints this project
-    writes hold only tensors and plain values, so they load safely.
-
-    Saving: fvcore writes ``model_*.pth`` and ``last_checkpoint`` in place; a kill mid-write
-    leaves a 0-byte file. Ours writes through ``nasnet_det.durable.atomic_write``. main has a
-    ``_torch_load`` hook and v0.6 does not, so we override ``_load_file``, which both have.
-    """
-    import torch
-    from detectron2.checkpoint import DetectionCheckpointer
-
-    from ..durable import atomic_write, atomic_write_text
-    from ..errors import WeightsError
-    from ..weights.io import safe_torch_load, safe_unpickle
-
-    class NASNetCheckpointer(DetectionCheckpointer):
-        def __init__(self, model, save_dir: str = "", *, allow_unsafe_pickle: bool = False, **kwargs):
-            super().__init__(model, save_dir, **kwargs)
-            self.allow_unsafe_pickle = allow_unsafe_pickle
-
-        def _load_file(self, filename: str):
-            if not os.path.isfile(filename):
-                raise WeightsError(f"checkpoint file {filename!r} does not exist")
-            if os.path.getsize(filename) == 0:
-                raise WeightsError(f"checkpoint file {filename!r} is empty (a write cut short?)")
-            if filename.endswith(".pkl"):
-                data = safe_unpickle(filename, self.allow_unsafe_pickle)
-                if not isinstance(data, dict):
-                    raise WeightsError(f"{filename!r}: expected a dict of arrays, got {type(data).__name__}")
-                if "model" in data and "__author__" in data:  # detectron2 model-zoo format
-                    return data
-                data = data.get("blobs", data)  # Caffe2 / Detectron1 (as detectron2 reads them)
-                data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
-                return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
-            if filename.endswith(".pyth"):
-                raise WeightsError(f"{filename!r}: pycls .pyth files are not supported; convert to .pth")
-            loaded = safe_torch_load(filename, self.allow_unsafe_pickle)
-            if not isinstance(loaded, dict):
-                raise WeightsError(f"{filename!r} holds no checkpoint dict ({type(loaded).__name__})")
-            if "model" not in loaded:
-                loaded = {"model": loaded}
-            return loaded
-
-        def save(self, name: str, **kwargs) -> None:
-            if not self.save_dir or not self.save_to_disk:
-                return
-            data = {"model": self.model.state_dict()}
-            for key, obj in self.checkpointables.items():
-                data[key] = obj.state_dict()
-            data.update(kwargs)
-            basename = f"{name}.pth"
-            save_file = os.path.join(self.save_dir, basename)
-            self.logger.info("Saving checkpoint to %s", save_file)
-            with atomic_write(save_file) as f:
-                torch.save(data, f)
-            self.tag_last_checkpoint(basename)
-
-        def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-            atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
-
-    return NASNetCheckpointer
 
 
 def launch_supports_cpu_workers() -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import compat
+from .checkpoint import NASNetCheckpointer
 from .data import build_resize_augmentations
 from ..errors import WeightsError
 
@@ -104,8 +104,10 @@ class NASNetPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         if path:
+            checkpointer = NASNetCheckpointer(self.model, allow_unsafe_pickle=allow_unsafe_pickle,
+                                              weights_purpose="inference", cfg=self.cfg)
             try:
-                compat.detection_checkpointer_class()(self.model, allow_unsafe_pickle=allow_unsafe_pickle).load(path)
+                checkpointer.load(path)
             except WeightsError:
                 raise
             except (OSError, RuntimeError, ValueError, KeyError) as err:

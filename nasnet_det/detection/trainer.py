@@ -6,8 +6,9 @@ What differs from DefaultTrainer and why:
   naming any unreadable image);
 * ``build_evaluator`` returns COCOEvaluator with the official pycocotools numbers (AP, AP50, AP75,
   APs/m/l and per-category AP) - DefaultTrainer leaves it unimplemented;
-* the checkpointer loads weights without running pickled code and writes checkpoints atomically
-  (compat.detection_checkpointer_class); ``allow_unsafe_pickle`` is the one way out;
+* the checkpointer (checkpoint.NASNetCheckpointer) loads weights without running pickled code,
+  refuses MODEL.WEIGHTS that do not fit the model, writes checkpoints atomically and resumes from
+  the newest intact one; ``allow_unsafe_pickle`` is the one way out of the safe loading;
 * a ``model_final.pth`` missing after training (a resume that found nothing left to do) is written;
 * ``DropPathScheduleHook`` advances ScheduledDropPath with the iteration.
 """
@@ -20,14 +21,16 @@ import detectron2.utils.comm as comm
 from detectron2.engine import DefaultTrainer
 
 from . import compat
+from .checkpoint import LoadPurpose, NASNetCheckpointer
 from .data import NASNetDatasetMapper
 from .hooks import DropPathScheduleHook
 
 
-def build_checkpointer(model, save_dir: str = "", allow_unsafe_pickle: bool = False, **checkpointables):
-    """The DetectionCheckpointer to use for NASNet detectors (see compat)."""
-    return compat.detection_checkpointer_class()(model, save_dir, allow_unsafe_pickle=allow_unsafe_pickle,
-                                                 **checkpointables)
+def build_checkpointer(model, save_dir: str = "", allow_unsafe_pickle: bool = False, *,
+                       weights_purpose: LoadPurpose = "init", cfg=None, **checkpointables) -> NASNetCheckpointer:
+    """The checkpointer for NASNet detectors (see checkpoint.py for what it checks)."""
+    return NASNetCheckpointer(model, save_dir, allow_unsafe_pickle=allow_unsafe_pickle,
+                              weights_purpose=weights_purpose, cfg=cfg, **checkpointables)
 
 
 class NASNetTrainer(DefaultTrainer):
@@ -52,7 +55,7 @@ class NASNetTrainer(DefaultTrainer):
         # DefaultTrainer.__init__ made a plain DetectionCheckpointer just before calling us; swap
         # it for ours so that both resume_or_load and the periodic checkpointer use it.
         old = self.checkpointer
-        self.checkpointer = build_checkpointer(old.model, old.save_dir, self.allow_unsafe_pickle,
+        self.checkpointer = build_checkpointer(old.model, old.save_dir, self.allow_unsafe_pickle, cfg=self.cfg,
                                                **old.checkpointables)
         hooks = super().build_hooks()
         total = self.cfg.MODEL.NASNET.DROP_PATH_TOTAL_STEPS or self.cfg.SOLVER.MAX_ITER

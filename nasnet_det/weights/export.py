@@ -52,6 +52,9 @@ def _place_dropped_backbone_keys(classifier_state: dict, mapped: dict, dropped: 
     """
     still = []
     for key in dropped:
+        if key.endswith("num_batches_tracked"):  # dropped on purpose (FrozenBN never reads it)
+            still.append(key)
+            continue
         name = key[len("module."):] if key.startswith("module.") else key
         target = "backbone.nasnet." + name
         if target in detector_keys and target not in mapped:
@@ -95,7 +98,9 @@ def export_to_detectron2(classifier_state: dict, cfg, out_path: str | os.PathLik
                 f"(MODEL.NASNET.* must describe the same network): {len(missing)} detector tensors without a value "
                 f"(e.g. {missing[:3]}), {len(unexpected)} without a place (e.g. {unexpected[:3]}), "
                 f"{len(wrong)} with another shape (e.g. {wrong[:2]})")
-        detector_only = [k for k in own if k not in mapped]
+        # detectron2 main gives FrozenBatchNorm2d a num_batches_tracked buffer (v0.6 has none): it is
+        # a counter, not a weight, so it is neither exported nor reported as left at initialisation
+        detector_only = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": {k: v.detach().cpu().numpy() for k, v in mapped.items()},

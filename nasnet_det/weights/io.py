@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from ..modeling.state_check import state_dict_mismatch
-from ..errors import WeightsError
+from ..errors import UnsafeFileError, WeightsError
 
 FORMAT_VERSION = "1"
 UNSAFE_FLAG_HINT = ("Only if you trust where this file came from, pass --allow-unsafe-pickle "
@@ -156,7 +156,7 @@ def safe_torch_load(path: str | os.PathLike, allow_unsafe_pickle: bool = False) 
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if not allow_unsafe_pickle:
-            raise WeightsError(
+            raise UnsafeFileError(
                 f"{str(path)!r} is a pickle that needs more than tensors to load ({_first_line(err)[:200]}); "
                 f"loading it could run arbitrary code, so it was refused. {UNSAFE_FLAG_HINT}") from None
         obj = torch.load(path, map_location="cpu", weights_only=False)
@@ -176,7 +176,7 @@ def safe_unpickle(path: Path, allow_unsafe_pickle: bool = False) -> Any:
         return _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except pickle.UnpicklingError as err:
         if "is not allowed" in str(err) and not allow_unsafe_pickle:
-            raise WeightsError(f"{str(path)!r} is a pickle with arbitrary objects ({err}); loading it could "
+            raise UnsafeFileError(f"{str(path)!r} is a pickle with arbitrary objects ({err}); loading it could "
                                f"run arbitrary code, so it was refused. {UNSAFE_FLAG_HINT}") from None
         if "is not allowed" in str(err):
             return pickle.loads(raw, encoding="latin1")
