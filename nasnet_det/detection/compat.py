@@ -42,17 +42,30 @@ class MissingCompiledOps(types.ModuleType):
 
 
 def _install_compiled_ops_stand_in() -> bool:
-    """Register the stand-in when the real extension cannot be imported; return True if it has."""
-    try:
-        importlib.import_module("detectron2._C")
-        return True
-    except ImportError:
-        sys.modules["detectron2._C"] = MissingCompiledOps("detectron2._C")
-        import detectron2
+    """Register the stand-in when there is no compiled extension; return True if there is one.
 
-        detectron2._C = sys.modules["detectron2._C"]
-        _install_torch_ops_stand_in()
-        return False
+    Only an *absent* ``_C`` gets the stand-in. A ``_C`` that exists but fails to load (e.g.
+    ``undefined symbol`` after a torch upgrade) is a broken build, and hiding it behind "installed
+    without compiled ops" would tell the user the wrong cause, so its real error is raised.
+    """
+    import importlib.util
+
+    loaded = sys.modules.get("detectron2._C")
+    if loaded is not None:  # imported before (or our stand-in, installed before)
+        return not isinstance(loaded, MissingCompiledOps)
+    if importlib.util.find_spec("detectron2._C") is not None:
+        try:
+            importlib.import_module("detectron2._C")
+        except ImportError as err:
+            raise ImportError(f"detectron2's compiled ops (detectron2._C) exist but fail to load: {err}. "
+                              "Rebuild detectron2 against the installed torch.") from err
+        return True
+    sys.modules["detectron2._C"] = MissingCompiledOps("detectron2._C")
+    import detectron2
+
+    detectron2._C = sys.modules["detectron2._C"]
+    _install_torch_ops_stand_in()
+    return False
 
 
 def _install_torch_ops_stand_in() -> None:
@@ -77,7 +90,6 @@ HAS_COMPILED_OPS: bool = _install_compiled_ops_stand_in()
 # first thing ``nasnet_det.detection`` does (before detectron2.layers needs ``_C``).
 # --------------------------------------------------------------------------------------------
 import inspect
-
 
 
 def coco_evaluator(dataset_name: str, output_dir: str | None = None, distributed: bool = True):
