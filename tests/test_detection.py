@@ -319,8 +319,14 @@ def test_checkpointer_refuses_non_tensor_globals_unless_allowed(tmp_path, mobile
         build_checkpointer(model).load(str(tmp_path / "broken.pth"))
 
 
-def test_cpu_multiprocess_launch_gives_a_clear_error_where_unsupported():
-    if torch.cuda.is_available() or compat.launch_supports_cpu_workers():
-        pytest.skip("this detectron2 can launch several CPU workers")
-    with pytest.raises(SystemExit, match="no CUDA device"):
-        compat.check_launch(num_gpus=2, num_machines=1)
+def test_cpu_multiprocess_launch_gives_a_clear_error_where_unsupported(monkeypatch):
+    from nasnet_det.errors import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: several processes are supported")
+    for supports_cpu_workers in (False, True):  # v0.6, main
+        monkeypatch.setattr(compat, "launch_supports_cpu_workers", lambda: supports_cpu_workers)
+        with pytest.raises(ConfigError, match="no CUDA device" if not supports_cpu_workers else "CPU processes"):
+            compat.check_launch(num_gpus=2, num_machines=1)
+    compat.check_launch(num_gpus=2, num_machines=1, eval_only=True)  # main evaluates with GLOO workers
+    compat.check_launch(num_gpus=1, num_machines=1)

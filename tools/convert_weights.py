@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert published NASNet / PNASNet weights into ours, inspect weight files, export to detectron2.
+r"""Convert published NASNet / PNASNet weights into ours, inspect weight files, export to detectron2.
 
     # timm state dict (a local file, or --timm-pretrained to let timm download it)
     python tools/convert_weights.py timm --model nasnetalarge --checkpoint nasnetalarge.pth \
@@ -97,7 +97,11 @@ def _tf(args) -> None:
     from nasnet_det.weights import convert_tf, read_tf_checkpoint
 
     variables = read_tf_checkpoint(args.checkpoint)
-    model = nasnet_det.create_model(args.model, num_classes=args.num_classes)
+    # a checkpoint saved from the is_training=False graph has no aux head: build the model to match
+    has_aux = any(name.startswith("aux_") for name in variables)
+    if not has_aux:
+        print("note: the checkpoint has no aux head; converting without one (use_aux_head=False)")
+    model = nasnet_det.create_model(args.model, num_classes=args.num_classes, use_aux_head=has_aux)
     state, report = convert_tf(variables, model, source=f"tf-slim {args.checkpoint}", prefer_ema=not args.no_ema)
     _save(state, model, args.out, f"tf-slim {args.model} {args.checkpoint}", report)
 

@@ -107,7 +107,7 @@ def main(args):
 def invoke_main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        compat.check_launch(args.num_gpus, args.num_machines)
+        compat.check_launch(args.num_gpus, args.num_machines, eval_only=args.eval_only)
         if args.num_gpus * args.num_machines <= 1:
             main(args)  # in-process: errors surface directly
         else:

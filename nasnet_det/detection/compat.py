@@ -115,14 +115,29 @@ def launch_supports_cpu_workers() -> bool:
     return "gloo" in source.lower()
 
 
-def check_launch(num_gpus: int, num_machines: int) -> None:
-    """One clear error instead of v0.6's bare ``assert torch.cuda.is_available()`` in a worker."""
+def check_launch(num_gpus: int, num_machines: int, eval_only: bool = False) -> None:
+    """One clear error for the multi-process runs this detectron2 cannot do without CUDA.
+
+    v0.6 launches several processes only with NCCL on GPUs (a bare ``assert
+    torch.cuda.is_available()`` in each worker otherwise). main launches CPU workers with GLOO,
+    and evaluation works there, but its ``create_ddp_model`` (called by DefaultTrainer) passes
+    ``device_ids=[local_rank]`` for a CPU module, which DistributedDataParallel rejects: CPU
+    multi-process *training* is refused here rather than crashing in every worker.
+    """
     import torch
 
+    from ..errors import ConfigError
+
     world = num_gpus * num_machines
-    if world > 1 and not torch.cuda.is_available() and not launch_supports_cpu_workers():
-        raise SystemExit(
+    if world <= 1 or torch.cuda.is_available():
+        return
+    if not launch_supports_cpu_workers():
+        raise ConfigError(
             f"--num-gpus {num_gpus} x --num-machines {num_machines} asks for {world} processes, but "
             "there is no CUDA device and this detectron2 (v0.6) can only launch several processes "
-            "with NCCL on GPUs. Use --num-gpus 1 on CPU, or upstream detectron2 main (GLOO on CPU)."
-        )
+            "with NCCL on GPUs. Use --num-gpus 1 on CPU, or upstream detectron2 main (GLOO on CPU).")
+    if not eval_only:
+        raise ConfigError(
+            f"--num-gpus {num_gpus}: training in {world} CPU processes is not supported (detectron2's "
+            "create_ddp_model gives DistributedDataParallel device_ids for a CPU model). Train with "
+            "--num-gpus 1 on CPU; --eval-only --num-gpus N works.")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..durable import atomic_write
 from .io import WeightsError
 
 # Detector parameters that a classifier checkpoint cannot provide (detectron2 initialises them).
@@ -105,9 +106,7 @@ def export_to_detectron2(classifier_state: dict, cfg, out_path: str | os.PathLik
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": {k: v.detach().cpu().numpy() for k, v in mapped.items()},
                "__author__": "nasnet_det.weights.export", "matching_heuristics": False}
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(out) as f:
         pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, out)
     return ExportReport(written=out, mapped=len(mapped), dropped=list(dropped), detector_only=detector_only,
                         notes=notes)

@@ -82,7 +82,9 @@ def model_metadata(model: torch.nn.Module | None) -> dict[str, str]:
 def save_weights(state: Mapping[str, torch.Tensor], path: str | os.PathLike, model: torch.nn.Module | None = None,
                  source: str = "", extra: Mapping[str, str] | None = None) -> Path:
     """Write ``state`` as safetensors with metadata; returns the path. Written atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from ..durable import atomic_write_bytes
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -93,10 +95,9 @@ def save_weights(state: Mapping[str, torch.Tensor], path: str | os.PathLike, mod
     meta.update(model_metadata(model))
     meta.update({k: str(v) for k, v in (extra or {}).items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    # through the project's one atomic writer: tmp + fsync + rename, and the mode a plain open()
+    # gives (safetensors' own save_file leaves 0600, unreadable to the people a file is shared with)
+    return atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +237,12 @@ def load_state_dict(path: str | os.PathLike, allow_unsafe_pickle: bool = False) 
 def check_architecture(model: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Raise ONE WeightsError summarising every missing / unexpected / mis-shaped tensor."""
     problem = state_dict_mismatch(model, state)
+    own_aux = [k for k in model.state_dict() if k.startswith("aux_head.")]
+    if problem and own_aux and not any(k.startswith("aux_head.") for k in state) \
+            and not state_dict_mismatch(model, {**state, **{k: model.state_dict()[k] for k in own_aux}}):
+        raise WeightsError(f"{what} has no aux head but the model has one: build the model with "
+                           "use_aux_head=False (e.g. create_model(name, use_aux_head=False)); the aux head "
+                           "is only used in training")
     if problem:
         raise WeightsError(f"{what} does not fit this model (a different architecture?): {problem}. "
                            "Build the model with the genotype / num_cells / filters / num_classes "
