@@ -129,19 +129,14 @@ def _inspect(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from nasnet_det.weights import WeightsError
+    from nasnet_det.errors import NASNetError
 
     handlers = {"timm": _torch_port, "cadene": _torch_port, "tf": _tf, "export-d2": _export, "inspect": _inspect}
     try:
         handlers[args.command](args)
-    except WeightsError as err:
+    except NASNetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # config errors from the detection package, etc.
-        if type(err).__name__ in ("ConfigError", "NASNetConfigError"):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
     return 0
 
 
