@@ -16,14 +16,16 @@ setup(
         "torchvision",
         "fvcore",
         "pycocotools",
-        "opencv-python",
         "safetensors",
         "tqdm",
         "matplotlib",
         "pyyaml",
         "tensorboard",
     ],
+    # OpenCV is an extra because its distributions (opencv-python, -headless, -contrib, conda's)
+    # all install the same cv2/ folder: requiring one would overwrite the one a user already has.
     extras_require={
+        "opencv": ["opencv-python"],
         "ray": ["ray[default]"],
         "test": ["pytest", "pytest-timeout", "hypothesis", "tensorflow-cpu", "timm", "ray[default]"],
     },
