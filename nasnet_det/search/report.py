@@ -136,7 +136,9 @@ def write_report(folder: str | Path, top_k: int = 10, draw: bool = True, label: 
         "best_reward": max((t.reward for t in ok), default=None),
         "mean_reward": sum(t.reward for t in ok) / len(ok) if ok else None,
         "child_seconds_mean": sum(t.seconds or 0 for t in ok) / len(ok) if ok else None,
-        "top_genotypes": [str(p) for p in paths], "reward_curve": str(plot), "cell_diagrams": [str(c) for c in cells],
+        # absolute: a relative path would be relative to wherever the search happened to be started
+        "top_genotypes": [str(Path(p).resolve()) for p in paths], "reward_curve": str(Path(plot).resolve()),
+        "cell_diagrams": [str(Path(c).resolve()) for c in cells],
     }
     atomic_write_json(folder / "summary.json", summary)
     return summary
