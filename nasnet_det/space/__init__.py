@@ -19,6 +19,6 @@ from .search_space import SearchSpace
 __all__ = [
     "AMOEBANET_A", "DARTS_V2", "NASNET_A", "PNASNET_5", "Block", "CellSpec", "Genotype",
     "GenotypeError", "OpSpec", "SearchSpace", "cell_dot", "genotype_dot", "COMBINES", "EXTENDED_COMBINES", "OPS",
-    "OP_REGISTRY", "PAPER_COMBINES", "PAPER_OPS", "TF_OP_NAMES", "get_genotype", "get_op", "list_genotypes", "register_genotype",
-    "resolve_genotype", "unused_states",
+    "OP_REGISTRY", "PAPER_COMBINES", "PAPER_OPS", "TF_OP_NAMES", "get_genotype", "get_op", "list_genotypes",
+    "register_genotype", "resolve_genotype", "unused_states",
 ]
