@@ -17,7 +17,7 @@ resolution), so the forward pass does no shape bookkeeping.
 There is one forward for training, evaluation and inference; what differs is explicit:
 
 * ``set_grad_checkpointing(True)``: in a training step the cell's interior is recomputed in
-  backward instead of stored (``modeling/checkpoint.py``, docs/modeling.md "Memory saving").
+  backward instead of stored (``modeling/checkpoint.py``; docs/modeling.md, "One cell forward").
 * When no gradient is recorded (``torch.no_grad`` / ``inference_mode``) the cell works in place on
   the tensors it just made: the separable stacks' inner ReLU and the block adds. Same values (ReLU
   and a + b are exact either way), one allocation and one memory pass fewer each.
