@@ -1,6 +1,6 @@
 """Torch modules for NASNet-style networks: TF-exact primitives, one generic cell engine, the
 CIFAR / ImageNet skeletons and the model constructors (docs/modeling.md)."""
-from .cell import Cell
+from .cell import BlockPlan, Cell
 from .config import MODEL_PRESETS, NASNetConfig, calc_reduction_layers
 from .drop_path import drop_path, drop_path_keep_prob
 from .factorized_reduction import FactorizedReduction
@@ -10,7 +10,7 @@ from .ops import build_op
 from .same_padding import AvgPool2dSame, Conv2dSame, MaxPool2dSame, tf_same_pads
 
 __all__ = [
-    "AuxHead", "AvgPool2dSame", "Cell", "Conv2dSame", "FactorizedReduction", "MODEL_PRESETS", "MaxPool2dSame",
-    "NASNet", "NASNetConfig", "build_nasnet", "build_op", "calc_reduction_layers", "create_model", "drop_path",
-    "drop_path_keep_prob", "list_models", "tf_same_pads",
+    "AuxHead", "AvgPool2dSame", "BlockPlan", "Cell", "Conv2dSame", "FactorizedReduction", "MODEL_PRESETS",
+    "MaxPool2dSame", "NASNet", "NASNetConfig", "build_nasnet", "build_op", "calc_reduction_layers", "create_model",
+    "drop_path", "drop_path_keep_prob", "list_models", "tf_same_pads",
 ]

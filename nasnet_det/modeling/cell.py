@@ -13,17 +13,44 @@ bug fixed here is fixed for all of them. The wiring follows ``nasnet_utils.BaseC
 
 Shapes are decided when the cell is built (widths and whether h_{i-1} is at twice h_i's
 resolution), so the forward pass does no shape bookkeeping.
+
+There is one forward for training, evaluation and inference; what differs is explicit:
+
+* ``set_grad_checkpointing(True)``: in a training step the cell's interior is recomputed in
+  backward instead of stored (``modeling/checkpoint.py``; docs/modeling.md, "One cell forward").
+* When no gradient is recorded (``torch.no_grad`` / ``inference_mode``) the cell works in place on
+  the tensors it just made: the separable stacks' inner ReLU and the block adds. Same values (ReLU
+  and a + b are exact either way), one allocation and one memory pass fewer each.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..space.genotype import CellSpec
+from .checkpoint import checkpointed, recording
 from .drop_path import drop_path, drop_path_keep_prob
 from .factorized_reduction import FactorizedReduction
 from .ops import ConvBN, LeadingReLU, NormFactory, ReLUConvBN, build_op
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """What ``Cell.forward`` needs of one block, decided at build time.
+
+    ``ops`` are the two op modules' attribute names (``comb_iter_<k>_left`` / ``_right``), ``inputs``
+    the states they read, ``drop_path`` whether each output gets drop-path (every op but identity),
+    ``norm`` the attribute name of the combine's norm (``add_layernorm`` / ``add_instancenorm``) or None.
+    """
+
+    ops: tuple[str, str]
+    inputs: tuple[int, int]
+    drop_path: tuple[bool, bool]
+    combine: str
+    norm: str | None = None
 
 
 def _combine_norm(combine: str, channels: int) -> nn.Module | None:
@@ -32,6 +59,16 @@ def _combine_norm(combine: str, channels: int) -> nn.Module | None:
     if combine == "add_instancenorm":
         return nn.InstanceNorm2d(channels, affine=True)
     return None
+
+
+def _add(a: torch.Tensor, b: torch.Tensor, a_writable: bool, b_writable: bool) -> torch.Tensor:
+    """``a + b``, written into whichever operand may be overwritten (same sum: addition commutes exactly)."""
+    if a.shape == b.shape and a.dtype == b.dtype:
+        if a_writable:
+            return a.add_(b)
+        if b_writable:
+            return b.add_(a)
+    return a + b
 
 
 class Cell(nn.Module):
@@ -48,6 +85,9 @@ class Cell(nn.Module):
         norm: BN factory (eps / momentum per model family).
         cell_num, total_num_cells, drop_path_keep_prob, drop_path_version: ScheduledDropPath.
     """
+
+    #: Recompute the interior in backward (``set_grad_checkpointing``); off by default.
+    grad_checkpointing: bool = False
 
     def __init__(
         self,
@@ -96,26 +136,22 @@ class Cell(nn.Module):
         # 2. Blocks. Track every state's (width, reduced?) to size the ops and the output fix-ups.
         widths = [filters, prev_width]
         reduced = [False, False]  # relative to h_i's resolution; block outputs are at the cell's output one
-        # per block: (input 0, input 1, drop-path left?, drop-path right?, combine); subclasses
-        # (modeling/inference.py, memory.py) unpack this 5-tuple, keep its layout.
-        self._block_plan: list[tuple[int, int, bool, bool, str]] = []
+        plans: list[BlockPlan] = []
         for k, block in enumerate(spec.blocks):
-            outs = []
-            for side, (idx, op_name) in zip(("left", "right"), zip(block.inputs, block.ops)):
+            names = (f"comb_iter_{k}_left", f"comb_iter_{k}_right")
+            for name, idx, op_name in zip(names, block.inputs, block.ops):
                 op_stride = stride if idx < 2 else 1
-                op = build_op(op_name, widths[idx], filters, op_stride, norm)
-                self.add_module(f"comb_iter_{k}_{side}", op)
-                outs.append(filters)
-            width = sum(outs) if block.combine == "concat" else filters
+                self.add_module(name, build_op(op_name, widths[idx], filters, op_stride, norm))
+            width = 2 * filters if block.combine == "concat" else filters
             norm_mod = _combine_norm(block.combine, width)
             if norm_mod is not None:
                 self.add_module(f"comb_iter_{k}_norm", norm_mod)
-            self._block_plan.append(
-                (block.inputs[0], block.inputs[1], block.ops[0] != "identity", block.ops[1] != "identity",
-                 block.combine)
-            )
+            plans.append(BlockPlan(ops=names, inputs=tuple(block.inputs),
+                                   drop_path=(block.ops[0] != "identity", block.ops[1] != "identity"),
+                                   combine=block.combine, norm=None if norm_mod is None else f"comb_iter_{k}_norm"))
             widths.append(width)
             reduced.append(stride == 2)
+        self.block_plan: tuple[BlockPlan, ...] = tuple(plans)
 
         # 3. Output: fix up the concatenated states that differ from the last block.
         final_width, final_reduced = widths[-1], reduced[-1]
@@ -140,44 +176,63 @@ class Cell(nn.Module):
         return drop_path_keep_prob(self.drop_path_keep_prob, self.drop_path_progress, self.layer_ratio,
                                    self.drop_path_version)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute this cell's interior in backward instead of storing it (timm's name for the switch).
+
+        Only a training forward with autograd recording is checkpointed; eval and ``no_grad`` run as usual.
+        """
+        self.grad_checkpointing = enable
+
     # Forward ---------------------------------------------------------------------------------------
     def forward(self, h: torch.Tensor, h_prev: torch.Tensor | None) -> torch.Tensor:
+        if self.grad_checkpointing and recording(self):
+            return checkpointed(self, self._compute, h, h_prev)
+        return self._compute(h, h_prev)
+
+    def _compute(self, h: torch.Tensor, h_prev: torch.Tensor | None) -> torch.Tensor:
+        """The cell: base, blocks, output concat (module docstring)."""
+        inplace = not torch.is_grad_enabled()
         if self.prev_mode == "raw" or h_prev is None:
             p = h
         elif self.prev_mode == "reduce":
             p = self.prev_reduction(F.relu(h_prev))
         elif self.prev_mode == "project":
-            p = self.conv_prev_1x1(h_prev)
+            p = self.conv_prev_1x1.body(F.relu(h_prev), inplace)
         else:
             p = h_prev
-        states = [self.conv_1x1(h), p]
-        keep = 1.0
-        if self.training and self.drop_path_keep_prob < 1.0:
-            keep = self.current_keep_prob()
+        states = [self.conv_1x1.body(F.relu(h), inplace), p]
+        relus: list[torch.Tensor | None] = [None] * (len(states) + len(self.block_plan))
+
+        def run(op: nn.Module, i: int) -> tuple[torch.Tensor, bool]:
+            """(op(states[i]), whether that is a fresh tensor this cell may overwrite).
+
+            An op starting with a ReLU gets ``relu(states[i])``, computed once per state for all its readers.
+            Checked per call (not cached) so that modules swapped in later (norm conversion...) still work.
+            """
+            if isinstance(op, LeadingReLU):
+                r = relus[i]
+                if r is None:
+                    r = relus[i] = F.relu(states[i])
+                return op.body(r, inplace), True
+            out = op(states[i])
+            return out, out is not states[i]
+
+        keep = self.current_keep_prob() if self.training and self.drop_path_keep_prob < 1.0 else 1.0
         modules = self._modules
-        relued: dict[int, torch.Tensor] = {}  # relu(state) computed once, shared by the ops reading it
-
-        def activated(i: int) -> torch.Tensor:
-            if i not in relued:
-                relued[i] = F.relu(states[i])
-            return relued[i]
-
-        for k, (i0, i1, drop0, drop1, combine) in enumerate(self._block_plan):
-            # checked per call (not cached) so that modules swapped in later (BN folding...) still work
-            left, right = modules[f"comb_iter_{k}_left"], modules[f"comb_iter_{k}_right"]
-            a = left.body(activated(i0)) if isinstance(left, LeadingReLU) else left(states[i0])
-            b = right.body(activated(i1)) if isinstance(right, LeadingReLU) else right(states[i1])
+        for plan in self.block_plan:
+            a, a_fresh = run(modules[plan.ops[0]], plan.inputs[0])
+            b, b_fresh = run(modules[plan.ops[1]], plan.inputs[1])
             if keep < 1.0:
-                if drop0:
-                    a = drop_path(a, keep)
-                if drop1:
-                    b = drop_path(b, keep)
-            if combine == "concat":
+                if plan.drop_path[0]:
+                    a, a_fresh = drop_path(a, keep), True
+                if plan.drop_path[1]:
+                    b, b_fresh = drop_path(b, keep), True
+            if plan.combine == "concat":
                 out = torch.cat([a, b], dim=1)
             else:
-                out = a + b
-                if combine != "add":
-                    out = modules[f"comb_iter_{k}_norm"](out)
+                out = _add(a, b, inplace and a_fresh, inplace and b_fresh)
+                if plan.norm is not None:
+                    out = modules[plan.norm](out)
             states.append(out)
         fixups = self.output_reductions
         outs = [fixups[str(i)](states[i]) if str(i) in fixups else states[i] for i in self._concat]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import NormFactory
+from .ops import ConvBNModule, NormFactory
 
 
 class _StridedPath(nn.Module):
@@ -35,8 +35,10 @@ class _StridedPath(nn.Module):
         return self.conv(x)
 
 
-class FactorizedReduction(nn.Module):
+class FactorizedReduction(ConvBNModule):
     """Stride-2 factorized reduction to ``c_out`` channels: concat(path_1, path_2) -> BN (no ReLU)."""
+
+    CONV_BN = ((("path_1.conv", "path_2.conv"), "final_path_bn"),)  # the BN splits over the two paths
 
     def __init__(self, c_in: int, c_out: int, norm: NormFactory) -> None:
         super().__init__()

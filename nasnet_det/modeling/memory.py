@@ -6,100 +6,27 @@ output, 6F wide for NASNet-A) to the next cell. Checkpointing each cell stores j
 inputs and recomputes the inside during backward, one cell at a time, so activation memory
 drops from the sum over all cells to (cell boundaries + one cell's interior), for about one
 extra forward of compute. The stem convolution is checkpointed too (its full-resolution pre-BN
-output would otherwise be the largest tensor kept). The concat outputs are the checkpoint boundaries, so the
-"memory-efficient concat" comes for free: a cell's per-block tensors are never held past its
-forward.
+output would otherwise be the largest tensor kept). The concat outputs are the checkpoint
+boundaries, so the "memory-efficient concat" comes for free: a cell's per-block tensors are never
+held past its forward.
 
-How: each selected cell's class is swapped to ``CheckpointedCell`` (a ``Cell`` subclass whose
-forward wraps the plain one in ``torch.utils.checkpoint``). The module tree, parameter names
-and ``state_dict`` keys are unchanged, so optimizers, converters and detectron2 checkpointers
-see the same model; ``disable_memory_saving`` swaps the classes back.
-
-Exactness: the recomputation replays the same RNG state (drop-path masks, dropout), and BatchNorm
-running statistics are updated only once per step (the recompute's second update is undone), so outputs, gradients and BN buffers equal
-those of the plain model up to float rounding.
+How: these functions set the ``grad_checkpointing`` flags of ``NASNet.set_grad_checkpointing`` /
+``Cell.set_grad_checkpointing``; ``Cell.forward`` and ``NASNet.stem`` then run under
+``modeling/checkpoint.py``'s wrapper (same RNG replay, BN statistics updated once), so outputs,
+gradients and BN buffers equal those of the plain model up to float rounding. Nothing in the
+module tree changes: parameter names and ``state_dict`` keys are the same, so optimizers,
+converters and detectron2 checkpointers see the same model.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterable, Iterator
+from typing import Iterable
 
-import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .cell import Cell
-from .ops import ConvBN
+from .network import NASNet
 
-__all__ = ["CheckpointedCell", "CheckpointedConvBN", "enable_memory_saving", "disable_memory_saving", "memory_saving_enabled"]
-
-
-@contextlib.contextmanager
-def _running_stats_restored(module: nn.Module) -> Iterator[None]:
-    """Run the block, then put every BN running buffer of ``module`` back to its value before it.
-
-    The recompute must save exactly the tensors the first forward saved (checkpoint checks
-    that), so BN has to run the same training-mode kernel; restoring the few small buffers
-    afterwards undoes its second running-statistics update (and ``num_batches_tracked`` count).
-    """
-    saved = []
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats:
-            saved.append((m, [b.detach().clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)
-                              if b is not None]))
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, values in saved:
-                bufs = [b for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
-                for b, v in zip(bufs, values):
-                    b.copy_(v)
-
-
-def _checkpointed(module: nn.Module, plain_forward, *inputs):
-    """``plain_forward(module, *inputs)`` under ``torch.utils.checkpoint``, BN statistics updated once."""
-    calls = 0
-
-    def run(*args):
-        nonlocal calls
-        calls += 1
-        if calls == 1:  # the real forward: BN statistics update as usual
-            return plain_forward(module, *args)
-        with _running_stats_restored(module):  # the recompute in backward
-            return plain_forward(module, *args)
-
-    return checkpoint(run, *inputs, use_reentrant=False, preserve_rng_state=True)
-
-
-def _recording(module: nn.Module) -> bool:
-    return module.training and torch.is_grad_enabled()
-
-
-class CheckpointedCell(Cell):
-    """A ``Cell`` whose training forward is recomputed in backward instead of stored.
-
-    Active only when training with autograd recording; eval and ``no_grad`` use the plain forward.
-    """
-
-    def forward(self, h: torch.Tensor, h_prev: torch.Tensor | None) -> torch.Tensor:
-        if not _recording(self):
-            return Cell.forward(self, h, h_prev)
-        return _checkpointed(self, Cell.forward, h, h_prev)
-
-
-class CheckpointedConvBN(ConvBN):
-    """The stem ``ConvBN`` with its pre-BN activation recomputed in backward.
-
-    At the stem's full resolution that one tensor (conv output kept for BN's backward) is as big
-    as a whole cell's boundary, so it is worth dropping too; the BN output is the first cells'
-    input and stays.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _recording(self):
-            return ConvBN.forward(self, x)
-        return _checkpointed(self, ConvBN.forward, x)
+__all__ = ["enable_memory_saving", "disable_memory_saving", "memory_saving_enabled"]
 
 
 def _cells_of(model: nn.Module) -> nn.ModuleList:
@@ -109,36 +36,31 @@ def _cells_of(model: nn.Module) -> nn.ModuleList:
     return cells
 
 
+def _set(model: nn.Module, enable: bool, cells: Iterable[int] | None) -> nn.Module:
+    all_cells = _cells_of(model)
+    if cells is None and isinstance(model, NASNet):
+        model.set_grad_checkpointing(enable)
+        return model
+    for i in range(len(all_cells)) if cells is None else cells:
+        if isinstance(all_cells[i], Cell):  # the detection stages hold nn.Identity placeholders
+            all_cells[i].set_grad_checkpointing(enable)
+    return model
+
+
 def enable_memory_saving(model: nn.Module, cells: Iterable[int] | None = None) -> nn.Module:
     """Checkpoint every cell of ``model`` and its stem conv (or only the cells at the positions in
     ``cells``), in place; returns ``model``.
 
-    Works on a full ``NASNet`` and on the trimmed ones inside the detection backbone / ROI heads
-    (placeholder ``nn.Identity`` cells are skipped).
+    Works on a full ``NASNet`` and on the trimmed ones inside the detection backbone / ROI heads.
     """
-    all_cells = _cells_of(model)
-    stem = getattr(model, "conv0", None)
-    if cells is None and type(stem) is ConvBN:
-        stem.__class__ = CheckpointedConvBN
-    for i in (range(len(all_cells)) if cells is None else cells):
-        cell = all_cells[i]
-        if type(cell) is Cell:
-            cell.__class__ = CheckpointedCell
-        elif isinstance(cell, Cell) and not isinstance(cell, CheckpointedCell):
-            raise TypeError(f"cells[{i}]: cannot checkpoint a {type(cell).__name__} (only plain Cell)")
-    return model
+    return _set(model, True, cells)
 
 
 def disable_memory_saving(model: nn.Module) -> nn.Module:
-    """Undo ``enable_memory_saving`` in place."""
-    if type(getattr(model, "conv0", None)) is CheckpointedConvBN:
-        model.conv0.__class__ = ConvBN
-    for cell in _cells_of(model):
-        if type(cell) is CheckpointedCell:
-            cell.__class__ = Cell
-    return model
+    """Undo ``enable_memory_saving`` in place (every cell and the stem)."""
+    return _set(model, False, None)
 
 
 def memory_saving_enabled(model: nn.Module) -> bool:
     """Whether any cell of ``model`` is checkpointed."""
-    return any(isinstance(c, CheckpointedCell) for c in _cells_of(model))
+    return any(isinstance(c, Cell) and c.grad_checkpointing for c in _cells_of(model))

@@ -3,22 +3,67 @@
 One class covers NASNet-A, PNASNet-5 and AmoebaNet-A: they differ only in the genotype and in
 ``NASNetConfig`` (docs NASNET_SPEC.md sections 4 and 7). The cells sit in ONE ``nn.ModuleList`` in
 forward order so the detection code can run any contiguous slice (``forward_cells``).
+
+Options that change how (never what) the network computes are flags set by methods, not
+subclasses: ``set_grad_checkpointing`` (training memory, ``modeling/memory.py``) and
+``set_inference_options`` (input layout and bf16 autocast, ``modeling/inference.py``).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .cell import Cell
+from .checkpoint import checkpointed, recording
 from .config import NASNetConfig, calc_reduction_layers
-from .ops import ConvBN
+from .ops import ConvBN, ConvBNModule
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
-class AuxHead(nn.Module):
+def _as_float32(x: Any) -> Any:
+    """Floating tensors (also inside tuples) back to float32, so callers see the plain model's dtypes."""
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float32:
+        return x.float()
+    if isinstance(x, tuple):
+        return tuple(_as_float32(v) for v in x)
+    return x
+
+
+def _entry_point(method: _Method) -> _Method:
+    """Apply the inference options around a public entry (``stem``, ``forward_cells``, ...).
+
+    Once per outermost call: ``forward`` calls ``stem`` and ``forward_cells``, and the guard keeps
+    those nested calls from re-entering autocast and casting bf16 activations back to float32.
+    With no option set this is one attribute test.
+    """
+    @functools.wraps(method)
+    def entry(self: "NASNet", *args, **kwargs):
+        if self._in_entry or not (self.channels_last_input or self.bf16_autocast):
+            return method(self, *args, **kwargs)
+        if self.channels_last_input:
+            args = tuple(a.contiguous(memory_format=torch.channels_last)
+                         if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args)
+        context = contextlib.nullcontext()
+        if self.bf16_autocast and not self.training:
+            context = torch.autocast(device_type=next(self.parameters()).device.type, dtype=torch.bfloat16)
+        self._in_entry = True
+        try:
+            with context:
+                return _as_float32(method(self, *args, **kwargs))
+        finally:
+            self._in_entry = False
+
+    return entry  # type: ignore[return-value]
+
+
+class AuxHead(ConvBNModule):
     """TF's auxiliary classifier (training only): ReLU -> avgpool 5/3 VALID -> 1x1 -> BN -> ReLU ->
     conv over the whole remaining map -> BN -> ReLU -> FC.
 
@@ -26,6 +71,8 @@ class AuxHead(nn.Module):
     ``config.image_size``. At other input sizes the pooled map is resampled to that kernel size
     (adaptive average pooling), which is a no-op at the design size.
     """
+
+    CONV_BN = ((("proj",), "bn0"), (("conv",), "bn1"))
 
     def __init__(self, in_channels: int, num_classes: int, kernel_size: int, norm, scaling: float = 1.0) -> None:
         super().__init__()
@@ -64,7 +111,16 @@ class NASNet(nn.Module):
     Attributes: ``config``, ``conv0`` (stem conv + BN), ``cells``, ``cell_names``,
     ``reduction_indices``, ``aux_index`` (cell whose output feeds the aux head), ``aux_head``,
     ``classifier`` (None when ``num_classes == 0``), ``dropout``.
+
+    Flags (class defaults, changed only through the setters below): ``grad_checkpointing`` (the
+    stem conv is recomputed in backward), ``channels_last_input`` and ``bf16_autocast`` (what the
+    public entry points do to their inputs and the autocast they run under).
     """
+
+    grad_checkpointing: bool = False
+    channels_last_input: bool = False
+    bf16_autocast: bool = False
+    _in_entry: bool = False
 
     def __init__(self, config: NASNetConfig) -> None:
         super().__init__()
@@ -175,11 +231,39 @@ class NASNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    # Options ---------------------------------------------------------------------------------------
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the stem conv and every cell in backward instead of storing their activations.
+
+        timm's name for the switch; see ``modeling/memory.py`` for why per cell, and
+        ``enable_memory_saving`` for a subset of the cells.
+        """
+        self.grad_checkpointing = enable
+        for cell in self.cells:
+            if isinstance(cell, Cell):  # the detection stages hold nn.Identity placeholders
+                cell.set_grad_checkpointing(enable)
+
+    def set_inference_options(self, *, channels_last: bool = False, bf16: bool = False) -> None:
+        """What the entry points do: feed NHWC inputs, run eval calls under bf16 autocast (float32 out).
+
+        ``optimize_for_inference`` sets these; the weights' layout is the caller's (``model.to(memory_format=...)``).
+        """
+        self.channels_last_input = channels_last
+        self.bf16_autocast = bf16
+
     # Forward pieces --------------------------------------------------------------------------------
+    @_entry_point
     def stem(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
-        """The stem convolution: ``(None, conv0_bn(conv0(x)))`` (no ReLU, as in TF)."""
+        """The stem convolution: ``(None, conv0_bn(conv0(x)))`` (no ReLU, as in TF).
+
+        With gradient checkpointing its full-resolution conv output (kept for BN's backward, as big
+        as a whole cell boundary) is recomputed; the BN output is the first cells' input and stays.
+        """
+        if self.grad_checkpointing and recording(self.conv0):
+            return None, checkpointed(self.conv0, self.conv0, x)
         return None, self.conv0(x)
 
+    @_entry_point
     def forward_cells(
         self, h_prev: torch.Tensor | None, h: torch.Tensor, start: int = 0, stop: int | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -201,6 +285,7 @@ class NASNet(nn.Module):
             h_prev, h = h, out
         return h_prev, h, last_prev_in
 
+    @_entry_point
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last cell's output (before the head's ReLU)."""
         h_prev, h = self.stem(x)
@@ -213,6 +298,7 @@ class NASNet(nn.Module):
             return x
         return self.classifier(self.dropout(x))
 
+    @_entry_point
     def forward(self, x: torch.Tensor):
         """Logits; in training with the aux head, ``(logits, aux_logits)``."""
         h_prev, h = self.stem(x)

@@ -1,4 +1,9 @@
-"""The cell operations, one module per op name of ``nasnet_det.space.ops``, with TF-slim semantics.
+"""The cell operations with TF-slim semantics: one module class per op ``kind`` of the op registry.
+
+``nasnet_det.space.ops.OP_REGISTRY`` declares every op as data (name, kind, constructor
+parameters, labels, TF names); ``build_op`` looks the name up there and calls the builder of its
+kind. Each module class that owns BatchNorms declares which convolution feeds each of them
+(``ConvBNModule.conv_bn_pairs``), which is what the inference path folds.
 
 Every op maps ``C_in`` input channels to ``F`` output channels (the cell's filter count), so a
 genotype can wire any op to any state: a state whose width differs from F (the raw stem output,
@@ -8,20 +13,41 @@ converters can map checkpoints by name.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..space.ops import OPS
+from ..space.ops import get_op
 from .same_padding import AvgPool2dSame, Conv2dSame, MaxPool2dSame
 
 NormFactory = Callable[[int], nn.Module]
 
+#: One BN fold: the convs (submodule paths) whose outputs, concatenated in this order, feed the BN
+#: (a direct child's name). Usually one conv; the factorized reduction's BN follows a concat of two.
+FoldRule = tuple[tuple[str, ...], str]
 
-class ConvBN(nn.Module):
+
+class ConvBNModule(nn.Module):
+    """A module with BatchNorm children that each directly follow a convolution.
+
+    Why declared, not discovered: only the module knows that nothing (no ReLU, no add) sits between
+    a conv and its BN. ``inference.fold_batchnorm`` folds exactly these pairs and refuses a module
+    whose BN child no rule names, so a new op cannot silently keep its BN.
+    """
+
+    CONV_BN: ClassVar[tuple[FoldRule, ...]] = ()
+
+    def conv_bn_pairs(self) -> tuple[FoldRule, ...]:
+        """The fold rules of this instance (a class may depend on how it was built)."""
+        return self.CONV_BN
+
+
+class ConvBN(ConvBNModule):
     """conv -> BN, no activation (stems, projections after a pool, the cell-output fix-up)."""
+
+    CONV_BN = ((("conv",), "bn"),)
 
     def __init__(
         self, c_in: int, c_out: int, kernel_size: int, stride: int, norm: NormFactory, padding: str = "same"
@@ -34,11 +60,15 @@ class ConvBN(nn.Module):
         return self.bn(self.conv(x))
 
 
-class LeadingReLU(nn.Module):
+class LeadingReLU(ConvBNModule):
     """An op that starts with a ReLU. ``body`` takes the already-activated input, so a cell can
-    compute ``relu(state)`` once for all the ops reading that state instead of once per op."""
+    compute ``relu(state)`` once for all the ops reading that state instead of once per op.
 
-    def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    ``inplace=True`` (the cell passes it when no gradient is recorded) lets ``body`` run its inner
+    ReLUs in place on the fresh tensors it made: same values, one allocation and memory pass fewer.
+    """
+
+    def body(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,12 +78,14 @@ class LeadingReLU(nn.Module):
 class ReLUConvBN(LeadingReLU):
     """ReLU -> conv (TF SAME) -> BN: TF-slim's order inside every cell."""
 
+    CONV_BN = ((("conv",), "bn"),)
+
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, norm: NormFactory) -> None:
         super().__init__()
         self.conv = Conv2dSame(c_in, c_out, kernel_size, stride)
         self.bn = norm(c_out)
 
-    def body(self, x: torch.Tensor) -> torch.Tensor:
+    def body(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         return self.bn(self.conv(x))
 
 
@@ -72,6 +104,8 @@ class SeparableConv2d(nn.Module):
 class SepConvStack(LeadingReLU):
     """``separable_KxK_2``: [ReLU, sep conv, BN] twice; stride on the first, the first maps C_in -> F."""
 
+    CONV_BN = ((("separable_1.pointwise_conv2d",), "bn_sep_1"), (("separable_2.pointwise_conv2d",), "bn_sep_2"))
+
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, norm: NormFactory) -> None:
         super().__init__()
         self.separable_1 = SeparableConv2d(c_in, c_out, kernel_size, stride)
@@ -79,20 +113,23 @@ class SepConvStack(LeadingReLU):
         self.separable_2 = SeparableConv2d(c_out, c_out, kernel_size, 1)
         self.bn_sep_2 = norm(c_out)
 
-    def body(self, x: torch.Tensor) -> torch.Tensor:
+    def body(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         x = self.bn_sep_1(self.separable_1(x))
-        return self.bn_sep_2(self.separable_2(F.relu(x)))
+        return self.bn_sep_2(self.separable_2(F.relu(x, inplace=inplace)))
 
 
 class DilatedSepConv(LeadingReLU):
     """``dil_conv_3x3`` (DARTS): ONE ReLU -> dilated depthwise (rate 2) -> pointwise -> BN."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, norm: NormFactory, dilation: int = 2) -> None:
+    CONV_BN = ((("separable.pointwise_conv2d",), "bn"),)
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, norm: NormFactory,
+                 dilation: int = 2) -> None:
         super().__init__()
-        self.separable = SeparableConv2d(c_in, c_out, 3, stride, dilation=dilation)
+        self.separable = SeparableConv2d(c_in, c_out, kernel_size, stride, dilation=dilation)
         self.bn = norm(c_out)
 
-    def body(self, x: torch.Tensor) -> torch.Tensor:
+    def body(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         return self.bn(self.separable(x))
 
 
@@ -104,8 +141,9 @@ class FactorizedConv(LeadingReLU):
     for 1x3_3x1; when it would be < 1 the bottleneck is skipped (as in TF).
     """
 
-    def __init__(self, c_in: int, c_out: int, k: int, stride: int, norm: NormFactory) -> None:
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int, norm: NormFactory) -> None:
         super().__init__()
+        k = kernel_size
         mid = int(c_out / 4) if k == 7 else int(3 * c_out / 8)
         self.bottleneck = mid >= 1
         width = mid if self.bottleneck else c_out
@@ -121,22 +159,28 @@ class FactorizedConv(LeadingReLU):
             self.post_conv = nn.Conv2d(mid, c_out, 1, bias=False)
             self.post_bn = norm(c_out)
 
-    def body(self, x: torch.Tensor) -> torch.Tensor:
+    def conv_bn_pairs(self) -> tuple[FoldRule, ...]:
+        pairs = ((("conv_1xk",), "bn_1xk"), (("conv_kx1",), "bn"))
         if self.bottleneck:
-            x = F.relu(self.pre_bn(self.pre_conv(x)))
-        x = F.relu(self.bn_1xk(self.conv_1xk(x)))
+            pairs = ((("pre_conv",), "pre_bn"),) + pairs + ((("post_conv",), "post_bn"),)
+        return pairs
+
+    def body(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        if self.bottleneck:
+            x = F.relu(self.pre_bn(self.pre_conv(x)), inplace=inplace)
+        x = F.relu(self.bn_1xk(self.conv_1xk(x)), inplace=inplace)
         x = self.bn(self.conv_kx1(x))
         if self.bottleneck:
-            x = self.post_bn(self.post_conv(F.relu(x)))
+            x = self.post_bn(self.post_conv(F.relu(x, inplace=inplace)))
         return x
 
 
 class PoolOp(nn.Module):
     """Max/avg pooling (TF SAME, avg excluding padding); 1x1 conv + BN (no ReLU) when C_in != F."""
 
-    def __init__(self, kind: str, kernel_size: int, c_in: int, c_out: int, stride: int, norm: NormFactory) -> None:
+    def __init__(self, c_in: int, c_out: int, pool: str, kernel_size: int, stride: int, norm: NormFactory) -> None:
         super().__init__()
-        self.pool = (AvgPool2dSame if kind == "avg" else MaxPool2dSame)(kernel_size, stride)
+        self.pool = (AvgPool2dSame if pool == "avg" else MaxPool2dSame)(kernel_size, stride)
         self.proj = ConvBN(c_in, c_out, 1, 1, norm) if c_in != c_out else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,31 +188,45 @@ class PoolOp(nn.Module):
         return self.proj(x) if self.proj is not None else x
 
 
+def _identity(c_in: int, c_out: int, stride: int, norm: NormFactory) -> nn.Module:
+    """A true ``nn.Identity`` only at stride 1 with matching widths; otherwise TF's ReLU -> 1x1 (stride) -> BN."""
+    if stride == 1 and c_in == c_out:
+        return nn.Identity()
+    return ReLUConvBN(c_in, c_out, 1, stride, norm)
+
+
+def _pool(c_in: int, c_out: int, stride: int, norm: NormFactory, pool: str, kernel_size: int) -> nn.Module:
+    return PoolOp(c_in, c_out, pool, kernel_size, stride, norm)
+
+
+def _with_kernel(cls: type[nn.Module]) -> Callable[..., nn.Module]:
+    """The builder of a kind whose class takes ``(c_in, c_out, kernel_size, stride, norm, **rest)``."""
+    def build(c_in: int, c_out: int, stride: int, norm: NormFactory, kernel_size: int, **rest) -> nn.Module:
+        return cls(c_in, c_out, kernel_size, stride, norm, **rest)
+
+    return build
+
+
+#: One builder per op kind of the registry: ``builder(c_in, c_out, stride, norm, **spec.kwargs)``.
+OP_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "identity": _identity,
+    "pool": _pool,
+    "conv": _with_kernel(ReLUConvBN),
+    "sep_conv": _with_kernel(SepConvStack),
+    "dil_conv": _with_kernel(DilatedSepConv),
+    "factorized_conv": _with_kernel(FactorizedConv),
+}
+
+
 def build_op(name: str, c_in: int, c_out: int, stride: int, norm: NormFactory) -> nn.Module:
     """The module for op ``name`` reading ``c_in`` channels, writing ``c_out``, with ``stride``.
 
-    ``identity`` is a true ``nn.Identity`` only at stride 1 with matching widths; otherwise it is
-    TF's ReLU -> 1x1 (stride) -> BN projection.
+    The op registry gives the kind and its parameters; unknown names raise GenotypeError (a ValueError).
     """
-    if name not in OPS:
-        raise ValueError(f"op: unknown op {name!r}; known ops: {sorted(OPS)}")
-    if name == "identity":
-        if stride == 1 and c_in == c_out:
-            return nn.Identity()
-        return ReLUConvBN(c_in, c_out, 1, stride, norm)
-    if name.startswith("sep_conv_"):
-        return SepConvStack(c_in, c_out, int(name[-1]), stride, norm)
-    if name.endswith("_pool_3x3") or name.startswith("max_pool_"):
-        kind = name.split("_")[0]
-        return PoolOp(kind, int(name[-1]), c_in, c_out, stride, norm)
-    if name == "conv_1x1":
-        return ReLUConvBN(c_in, c_out, 1, stride, norm)
-    if name == "conv_3x3":
-        return ReLUConvBN(c_in, c_out, 3, stride, norm)
-    if name == "conv_1x7_7x1":
-        return FactorizedConv(c_in, c_out, 7, stride, norm)
-    if name == "conv_1x3_3x1":
-        return FactorizedConv(c_in, c_out, 3, stride, norm)
-    if name == "dil_conv_3x3":
-        return DilatedSepConv(c_in, c_out, stride, norm)
-    raise NotImplementedError(f"op {name!r} has no module")  # pragma: no cover - OPS is exhaustive
+    spec = get_op(name)
+    try:
+        builder = OP_BUILDERS[spec.kind]
+    except KeyError:
+        raise NotImplementedError(f"op {name!r}: no module builder for its kind {spec.kind!r} "
+                                  "(add one to nasnet_det.modeling.ops.OP_BUILDERS)") from None
+    return builder(c_in, c_out, stride, norm, **spec.kwargs)

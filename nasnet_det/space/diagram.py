@@ -18,25 +18,12 @@ from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
 from .genotype import CellSpec, Genotype
+from .ops import OP_REGISTRY
 
 CellChoice = Literal["normal", "reduce", "both"]
 
-#: Short labels in the paper's wording ("sep 3x3", "avg 3x3", ...).
-OP_LABELS: dict[str, str] = {
-    "identity": "identity",
-    "conv_1x7_7x1": "1x7 then 7x1",
-    "conv_1x3_3x1": "1x3 then 3x1",
-    "avg_pool_3x3": "avg 3x3",
-    "max_pool_3x3": "max 3x3",
-    "max_pool_5x5": "max 5x5",
-    "max_pool_7x7": "max 7x7",
-    "conv_1x1": "conv 1x1",
-    "conv_3x3": "conv 3x3",
-    "sep_conv_3x3": "sep 3x3",
-    "sep_conv_5x5": "sep 5x5",
-    "sep_conv_7x7": "sep 7x7",
-    "dil_conv_3x3": "dil 3x3",
-}
+#: Short labels in the paper's wording ("sep 3x3", "avg 3x3", ...), from the op registry.
+OP_LABELS: dict[str, str] = {name: spec.label for name, spec in OP_REGISTRY.items()}
 
 COMBINE_LABELS: dict[str, str] = {
     "add": "add",
@@ -60,18 +47,9 @@ COLORS: dict[str, str] = {
 
 
 def op_family(op: str) -> str:
-    """The colour family of an op name (unknown names fall back to plain ``conv``)."""
-    if op == "identity":
-        return "identity"
-    if op.startswith("sep_conv"):
-        return "separable"
-    if op.startswith("dil_conv"):
-        return "dilated"
-    if op.startswith("avg_pool"):
-        return "avg_pool"
-    if op.startswith("max_pool"):
-        return "max_pool"
-    return "conv"
+    """The colour family the op registry gives ``op`` (unknown names fall back to plain ``conv``)."""
+    spec = OP_REGISTRY.get(op)
+    return spec.family if spec is not None else "conv"
 
 
 @dataclass(frozen=True)

@@ -10,25 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from .genotype import Block, CellSpec, Genotype, GenotypeError, is_file, short_repr
-
-_TF_OP_NAMES = {
-    "sep3": "sep_conv_3x3",
-    "sep5": "sep_conv_5x5",
-    "sep7": "sep_conv_7x7",
-    "avg3": "avg_pool_3x3",
-    "max3": "max_pool_3x3",
-    "none": "identity",
-    "1x7_7x1": "conv_1x7_7x1",
-    "dil3": "dil_conv_3x3",
-}
+from .ops import TF_OP_NAMES
 
 
 def from_tf_encoding(ops: list[str], indices: list[int], used: list[int]) -> CellSpec:
-    """Build a cell from TF's flat lists: 2 ops and 2 indices per block, a used-flag per state."""
+    """Build a cell from TF's flat lists: 2 ops and 2 indices per block, a used-flag per state.
+
+    The op tokens are TF-slim's (``"separable_5x5_2"``, ``"none"``...), translated by the op registry.
+    """
     if len(ops) != len(indices) or len(ops) % 2:
         raise GenotypeError(f"tf encoding: {len(ops)} ops and {len(indices)} indices do not pair up")
+    unknown = sorted(set(ops) - set(TF_OP_NAMES))
+    if unknown:
+        raise GenotypeError(f"tf encoding: unknown TF op tokens {unknown}; known: {sorted(TF_OP_NAMES)}")
     blocks = tuple(
-        Block(inputs=(indices[i], indices[i + 1]), ops=(_TF_OP_NAMES[ops[i]], _TF_OP_NAMES[ops[i + 1]]))
+        Block(inputs=(indices[i], indices[i + 1]), ops=(TF_OP_NAMES[ops[i]], TF_OP_NAMES[ops[i + 1]]))
         for i in range(0, len(ops), 2)
     )
     return CellSpec(blocks=blocks, concat=tuple(i for i, flag in enumerate(used) if not flag))
@@ -37,19 +33,28 @@ def from_tf_encoding(ops: list[str], indices: list[int], used: list[int]) -> Cel
 NASNET_A = Genotype(
     name="nasnet_a",
     normal=from_tf_encoding(
-        ["sep5", "sep3", "sep5", "sep3", "avg3", "none", "avg3", "avg3", "sep3", "none"],
+        [
+            "separable_5x5_2", "separable_3x3_2", "separable_5x5_2", "separable_3x3_2", "avg_pool_3x3",
+            "none", "avg_pool_3x3", "avg_pool_3x3", "separable_3x3_2", "none",
+        ],
         [0, 1, 1, 1, 0, 1, 1, 1, 0, 0],
         [1, 0, 0, 0, 0, 0, 0],
     ),
     reduce=from_tf_encoding(
-        ["sep5", "sep7", "max3", "sep7", "avg3", "sep5", "none", "avg3", "sep3", "max3"],
+        [
+            "separable_5x5_2", "separable_7x7_2", "max_pool_3x3", "separable_7x7_2", "avg_pool_3x3",
+            "separable_5x5_2", "none", "avg_pool_3x3", "separable_3x3_2", "max_pool_3x3",
+        ],
         [0, 1, 0, 1, 0, 1, 3, 2, 2, 0],
         [1, 1, 1, 0, 0, 0, 0],
     ),
 )
 
 _PNAS_CELL = from_tf_encoding(
-    ["sep5", "max3", "sep7", "max3", "sep5", "sep3", "sep3", "max3", "sep3", "none"],
+    [
+        "separable_5x5_2", "max_pool_3x3", "separable_7x7_2", "max_pool_3x3", "separable_5x5_2",
+        "separable_3x3_2", "separable_3x3_2", "max_pool_3x3", "separable_3x3_2", "none",
+    ],
     [1, 1, 0, 0, 0, 0, 4, 0, 1, 0],
     [1, 1, 0, 0, 0, 0, 0],
 )
@@ -59,12 +64,18 @@ PNASNET_5 = Genotype(name="pnasnet5", normal=_PNAS_CELL, reduce=_PNAS_CELL)
 AMOEBANET_A = Genotype(
     name="amoebanet_a",
     normal=from_tf_encoding(
-        ["avg3", "max3", "sep3", "none", "none", "avg3", "sep3", "sep5", "avg3", "sep3"],
+        [
+            "avg_pool_3x3", "max_pool_3x3", "separable_3x3_2", "none", "none",
+            "avg_pool_3x3", "separable_3x3_2", "separable_5x5_2", "avg_pool_3x3", "separable_3x3_2",
+        ],
         [0, 0, 1, 1, 0, 1, 0, 2, 5, 0],
         [1, 0, 1, 0, 0, 1, 0],
     ),
     reduce=from_tf_encoding(
-        ["sep3", "avg3", "max3", "sep7", "max3", "max3", "sep3", "1x7_7x1", "avg3", "sep7"],
+        [
+            "separable_3x3_2", "avg_pool_3x3", "max_pool_3x3", "separable_7x7_2", "max_pool_3x3",
+            "max_pool_3x3", "separable_3x3_2", "1x7_7x1", "avg_pool_3x3", "separable_7x7_2",
+        ],
         [1, 0, 0, 2, 1, 0, 4, 0, 1, 0],
         [1, 1, 0, 0, 0, 0, 0],
     ),

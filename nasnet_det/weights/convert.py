@@ -32,6 +32,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
+from ..space.ops import OpSpec, get_op
 from .io import WeightsError
 
 
@@ -213,22 +214,27 @@ def tf_name(key: str, model: nn.Module, shape: tuple[int, ...]) -> tuple[list[st
         return _factorized_names(scope, rest[2:], leaf)
     m = re.fullmatch(r"comb_iter_(\d+)_(left|right)", rest[0])
     if m:
-        scope = f"{cell}/comb_iter_{m.group(1)}/{m.group(2)}"
-        sub = rest[1:]
-        if sub[0].startswith("separable_") or sub[0].startswith("bn_sep_"):
-            j = sub[0][-1]
-            k = _sep_kernel(model, key)
-            if sub[0].startswith("bn_sep_"):
-                return [_bn_names(f"{scope}/bn_sep_{k}x{k}_{j}", leaf)], "vector"
-            if sub[1] == "depthwise_conv2d":
-                return [f"{scope}/separable_{k}x{k}_{j}/depthwise_weights"], "depthwise"
-            return [f"{scope}/separable_{k}x{k}_{j}/pointwise_weights"], "conv"
-        if sub[0] == "proj":
-            sub = sub[1:]
-        if sub[0] == "conv":
-            return [f"{scope}/1x1/weights"], "conv"
-        if sub[0] == "bn":
-            return [_bn_names(f"{scope}/bn_1", leaf)], "vector"
+        k, side = int(m.group(1)), m.group(2)
+        op = get_op(model.cells[int(parts[1])].spec.blocks[k].ops[side == "right"])
+        return _op_variable(f"{cell}/comb_iter_{k}/{side}", op, ".".join(rest[1:]), shape, key)
+    raise WeightsError(f"no TF-slim name is known for {key!r}")
+
+
+def _op_variable(scope: str, op: OpSpec, sub: str, shape: tuple[int, ...], key: str) -> tuple[list[str], str]:
+    """The TF variable of parameter ``sub`` of op ``op``, from the op registry's ``tf_scopes``."""
+    for ours, tf in op.tf_scopes:
+        if not sub.startswith(ours + "."):
+            continue
+        leaf = sub[len(ours) + 1:]
+        if leaf in ("depthwise_conv2d.weight", "pointwise_conv2d.weight"):  # slim.separable_conv2d
+            part = leaf.split("_")[0]
+            return [f"{scope}/{tf}/{part}_weights"], "depthwise" if part == "depthwise" else "conv"
+        if leaf == "weight" and len(shape) == 4:
+            return [f"{scope}/{tf}/weights"], "conv"
+        if leaf in _BN:
+            return [_bn_names(f"{scope}/{tf}", leaf)], "vector"
+    if not op.tf_scopes:
+        raise WeightsError(f"no TF-slim name is known for {key!r}: no TF-slim checkpoint holds op {op.name!r}")
     raise WeightsError(f"no TF-slim name is known for {key!r}")
 
 
@@ -236,12 +242,6 @@ def _factorized_names(scope: str, rest: list[str], leaf: str) -> tuple[list[str]
     if rest[0] in ("path_1", "path_2"):
         return [f"{scope}/path{rest[0][-1]}_conv/weights"], "conv"
     return [_bn_names(f"{scope}/final_path_bn", leaf)], "vector"
-
-
-def _sep_kernel(model: nn.Module, key: str) -> int:
-    """Kernel size of the separable op holding ``key`` (from its depthwise weight)."""
-    owner = key.split(".separable_")[0].split(".bn_sep_")[0]
-    return int(model.state_dict()[f"{owner}.separable_1.depthwise_conv2d.weight"].shape[-1])
 
 
 # TF -> torch axis order of each weight layout: conv HWIO -> OIHW, depthwise HWCM -> CMHW (C*M = groups * 1).
