@@ -210,7 +210,9 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[Any], types: Mapping[str, type]
     for key, text in zip(opts[0::2], opts[1::2]):
         key = (moved or {}).get(key, key)
         section, _, name = str(key).rpartition(".")
-        current = lookup(cfg, section, where) if section else cfg
+        current: Any = cfg
+        for part in section.split(".") if section else []:
+            current = current.get(part) if isinstance(current, CfgNode) else None
         if not isinstance(current, CfgNode):
             raise unknown_key(cfg, key, where)
         if name in current and not isinstance(current[name], CfgNode):
