@@ -1,9 +1,9 @@
 """Search: controller, PPO, random/evolution, config schema, trial log, driver resume (no child training)."""
 from __future__ import annotations
 
-import re
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
