@@ -45,6 +45,15 @@ def build_model(cfg: PretrainConfig, num_classes: int) -> nn.Module:
     return NASNet(network_config(cfg, num_classes))
 
 
+def _import_factory(spec: str):
+    """``package.module:function`` -> the function; a missing module or name is one ConfigError."""
+    module_name, func = spec.split(":", 1)
+    try:
+        return getattr(importlib.import_module(module_name), func)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"model.factory={spec!r}: cannot import it ({err})") from None
+
+
 def build_train_model(cfg: PretrainConfig, num_classes: int, device: torch.device) -> nn.Module:
     """``build_model`` on ``device`` with the train section's model options applied (before any DDP wrap).
 
