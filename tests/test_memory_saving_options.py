@@ -96,8 +96,8 @@ def test_detector_memory_saving_is_exact(norm):
 
 
 # ------------------------------------------------------------------------------ pretraining
-TINY_MODEL = ["model.name=null", "model.genotype=nasnet_a", "model.dataset=cifar", "model.num_cells=3",
-              "model.penultimate_filters=48", "model.overrides={image_size: 16}"]
+TINY_MODEL = ["model.arch", "nasnet_a_cifar", "model.overrides",
+              "{num_cells: 3, penultimate_filters: 48, image_size: 16}"]
 
 
 def _pretrain_cfg(*overrides: str):
@@ -106,10 +106,10 @@ def _pretrain_cfg(*overrides: str):
 
 def test_pretrain_config_accepts_memory_saving_and_rejects_non_bools():
     assert _pretrain_cfg().train.memory_saving is False
-    assert _pretrain_cfg("train.memory_saving=true").train.memory_saving is True
+    assert _pretrain_cfg("train.memory_saving", "true").train.memory_saving is True
     for bad in ("maybe", "2"):  # same coercion as every bool key (channels_last, amp, ...)
         with pytest.raises(PretrainConfigError, match=r"train\.memory_saving: expected true/false"):
-            _pretrain_cfg(f"train.memory_saving={bad}")
+            _pretrain_cfg("train.memory_saving", str(bad))
 
 
 def test_shipped_large_config_names_the_option(tmp_path):
@@ -126,7 +126,7 @@ def test_trainer_model_is_checkpointed_and_exact():
     torch.manual_seed(0)
     plain = build_train_model(_pretrain_cfg(), 4, device)
     torch.manual_seed(0)
-    saving = build_train_model(_pretrain_cfg("train.memory_saving=true"), 4, device)
+    saving = build_train_model(_pretrain_cfg("train.memory_saving", "true"), 4, device)
     assert all(c.grad_checkpointing for c in saving.cells) and saving.grad_checkpointing
     assert not memory_saving_enabled(plain) and not plain.grad_checkpointing
     assert list(saving.state_dict()) == list(plain.state_dict())
@@ -151,7 +151,7 @@ def not_a_nasnet(num_classes: int) -> nn.Module:
 
 
 def test_memory_saving_on_a_network_without_cells_is_a_config_error():
-    cfg = _pretrain_cfg("model.factory=test_memory_saving_options:not_a_nasnet", "model.overrides={}",
-                        "train.memory_saving=true")
+    cfg = load_pretrain_config(None, ["model.factory", "test_memory_saving_options:not_a_nasnet",
+                                      "train.memory_saving", "true"], check_paths=False)
     with pytest.raises(PretrainConfigError, match=r"train\.memory_saving: .*cells"):
         build_train_model(cfg, 4, torch.device("cpu"))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nasnet_det import space
+from nasnet_det.errors import ConfigError
 from nasnet_det.modeling import NASNet, NASNetConfig, build_nasnet, create_model, list_models
 from nasnet_det.modeling.factorized_reduction import FactorizedReduction
 from nasnet_det.modeling.ops import ConvBN, PoolOp, ReLUConvBN
@@ -302,7 +303,7 @@ def test_darts_v2_and_json_path(tmp_path):
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="unknown model 'nasnet_z'"):
         create_model("nasnet_z")
-    with pytest.raises(TypeError, match=r"unknown NASNetConfig field\(s\) \['num_cell'\]"):
+    with pytest.raises(ConfigError, match=r"unknown NASNetConfig field\(s\) \['num_cell'\]"):
         create_model("nasnet_a_mobile", num_cell=3)
     with pytest.raises(ValueError, match="dataset"):
         build_nasnet("nasnet_a", dataset="mnist")

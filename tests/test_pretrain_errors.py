@@ -39,7 +39,7 @@ def _fails_cleanly(cfg: dict, tmp_path: Path, *overrides: str, unchanged: bool =
     """Run the CLI; assert exit 2, one ``error:`` line, no traceback, the output folder unchanged."""
     out = Path(cfg["train"]["output_dir"])
     before = _snapshot(out)
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "pretrain.py"), "--config",
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "pretrain.py"), "--config-file",
                            str(_write(cfg, tmp_path / "run.yaml")), *overrides],
                           cwd=tmp_path, capture_output=True, text=True, timeout=240,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -73,13 +73,14 @@ def _folder(root: Path, source: Path, classes: dict[str, int]) -> Path:
 
 
 @pytest.mark.parametrize("overrides, expect", [
-    (["optim.lr=-0.1"], "error: optim.lr: must be > 0, got -0.1"),
-    (["optim.lr=0"], "error: optim.lr: must be > 0, got 0.0"),
-    (["train.max_steps=-3"], "error: train.max_steps: must be >= 1 (or 0: train for train.epochs), got -3"),
-    (["model.genotype=null", "model.name=nasnet_a_mobil"],
-     "error: model.name: unknown model 'nasnet_a_mobil'; did you mean nasnet_a_mobile"),
-    (["model.overrides.drop_path_keep=0.5"], "error: model.overrides.drop_path_keep: unknown model option"),
-    (["model.num_classes=2"], "error: model.num_classes=2, but data.train_dir"),
+    (["optim.lr", "-0.1"], "error: optim.lr: must be > 0, got -0.1"),
+    (["optim.lr", "0"], "error: optim.lr: must be > 0, got 0.0"),
+    (["train.max_steps", "-3"], "error: train.max_steps: must be >= 1 (or 0: train for train.epochs), got -3"),
+    (["model.arch", "nasnet_a_mobil"],
+     "error: model.arch: unknown model 'nasnet_a_mobil' (did you mean 'nasnet_a_mobile'?)"),
+    (["model.overrides.drop_path_keep", "0.5"],
+     "error: model.overrides.drop_path_keep: unknown NASNetConfig field(s) ['drop_path_keep'] (did you mean"),
+    (["model.num_classes", "2"], "error: model.num_classes=2, but data.train_dir"),
 ])
 def test_bad_values_on_an_earlier_run_folder(synthetic_folder, earlier_run, tmp_path, overrides, expect):
     line = _fails_cleanly(_tiny_config(synthetic_folder, earlier_run), tmp_path, *overrides)
@@ -88,7 +89,7 @@ def test_bad_values_on_an_earlier_run_folder(synthetic_folder, earlier_run, tmp_
 
 def test_bad_value_on_a_new_folder_creates_nothing(synthetic_folder, tmp_path):
     out = tmp_path / "new_run"
-    _fails_cleanly(_tiny_config(synthetic_folder, out), tmp_path, "optim.lr=-1")
+    _fails_cleanly(_tiny_config(synthetic_folder, out), tmp_path, "optim.lr", "-1")
     assert not out.exists()
 
 
@@ -113,8 +114,8 @@ def test_bad_genotype_is_the_detection_error_line_and_keeps_config_json(syntheti
     path = _bad_genotypes(tmp_path)[kind]
     with pytest.raises(GenotypeError) as expected:  # what detection reports, after its key
         resolve_genotype(str(path))
-    line = _fails_cleanly(_tiny_config(synthetic_folder, earlier_run), tmp_path, f"model.genotype={path}")
-    assert line == f"error: model.genotype={str(path)!r}: {expected.value}"
+    line = _fails_cleanly(_tiny_config(synthetic_folder, earlier_run), tmp_path, "model.genotype", str(path))
+    assert line == f"error: model.overrides.genotype={str(path)!r}: {expected.value}"
     assert (earlier_run / "config.json").read_text() == '{"earlier": "run"}\n'
 
 

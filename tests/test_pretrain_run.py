@@ -29,8 +29,8 @@ CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 
 def _tiny_config(data_dir: Path, out: Path, **sections) -> dict:
     cfg = {
-        "model": {"name": None, "genotype": "nasnet_a", "dataset": "cifar", "num_cells": 3, "penultimate_filters": 48,
-                  "overrides": {"image_size": 16, "drop_path_keep_prob": 0.8, "dense_dropout_keep_prob": 0.5}},
+        "model": {"arch": "nasnet_a_cifar", "overrides": {"num_cells": 3, "penultimate_filters": 48, "image_size": 16,
+                                                          "drop_path_keep_prob": 0.8, "dense_dropout_keep_prob": 0.5}},
         "data": {"train_dir": str(data_dir / "train"), "val_dir": str(data_dir / "val"), "image_size": 16,
                  "cifar_style": True, "workers": 0},
         "optim": {"lr": 0.05, "schedule": "exponential", "lr_decay_epochs": 0.5, "warmup_epochs": 0.25,
@@ -95,7 +95,7 @@ def test_kill_then_resume_reaches_identical_state(synthetic_folder, tmp_path):
     # Run B: the same job in a subprocess, SIGKILLed right after its step-2 checkpoint...
     out_b = tmp_path / "b"
     cfg_b = _write(_tiny_config(synthetic_folder, out_b), tmp_path / "b.yaml")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "pretrain.py"), "--config", str(cfg_b)],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "pretrain.py"), "--config-file", str(cfg_b)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while not checkpoint_path(out_b, 2).exists():
@@ -129,9 +129,8 @@ def test_torchrun_two_gloo_processes_match_one_process(synthetic_folder, tmp_pat
     (SyncBN would fix that, but torch's SyncBatchNorm needs GPUs). The comparison therefore runs
     with frozen BN (train.freeze_bn) and without dropout / drop path (per-process random streams).
     """
-    common = dict(model={"name": None, "genotype": "nasnet_a", "dataset": "cifar", "num_cells": 3,
-                         "penultimate_filters": 48,
-                         "overrides": {"image_size": 16, "drop_path_keep_prob": 1.0, "dense_dropout_keep_prob": 1.0}})
+    common = dict(model={"arch": "nasnet_a_cifar", "overrides": {
+        "num_cells": 3, "penultimate_filters": 48, "image_size": 16, "drop_path_keep_prob": 1.0}})
     one = _tiny_config(synthetic_folder, tmp_path / "one", train={
         "output_dir": str(tmp_path / "one"), "max_steps": 4, "batch_size": 8, "freeze_bn": True, "threads": 1,
         "progress_bar": False, "tensorboard": False, "log_every_steps": 1, "checkpoint_every_steps": 0,
@@ -142,7 +141,7 @@ def test_torchrun_two_gloo_processes_match_one_process(synthetic_folder, tmp_pat
         "eval_every_epochs": 100}, **common)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(ROOT / "tools" / "pretrain.py"), "--config", str(_write(two, tmp_path / "two.yaml"))],
+                           str(ROOT / "tools" / "pretrain.py"), "--config-file", str(_write(two, tmp_path / "two.yaml"))],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_pretraining(load_config(_write(one, tmp_path / "one.yaml")))
@@ -167,11 +166,11 @@ def test_cifar10_subset_learns_clearly_above_chance(tmp_path):
     20.3 %, top-5 73.0 %. The 1-epoch 32x32 run of docs/pretrain.md (33.0 %) is the slow test below.
     """
     cfg = load_config(ROOT / "configs" / "pretrain" / "cifar10_small.yaml", [
-        f"data.train_dir={CIFAR / 'train'}", f"data.val_dir={CIFAR / 'test'}", f"train.output_dir={tmp_path}",
-        "data.train_subset=100", "data.val_subset=30", "data.image_size=16", "model.overrides.image_size=16",
-        "model.overrides.use_aux_head=false", "train.max_steps=80", "train.batch_size=16", "optim.warmup_epochs=0.1",
-        "train.checkpoint_every_steps=0", "train.eval_every_epochs=100", "train.tensorboard=false",
-        "train.progress_bar=false"])
+        "data.train_dir", str(CIFAR / 'train'), "data.val_dir", str(CIFAR / 'test'), "train.output_dir", str(tmp_path),
+        "data.train_subset", "100", "data.val_subset", "30", "data.image_size", "16", "model.overrides.image_size", "16",
+        "model.overrides.use_aux_head", "false", "train.max_steps", "80", "train.batch_size", "16", "optim.warmup_epochs", "0.1",
+        "train.checkpoint_every_steps", "0", "train.eval_every_epochs", "100", "train.tensorboard", "false",
+        "train.progress_bar", "false"])
     results = run_pretraining(cfg)
     assert results["ema_count"] == 300
     assert results["ema_top1"] >= 17.0 and results["ema_top5"] >= 62.0, results
@@ -191,10 +190,10 @@ def test_amp_bf16_and_channels_last_run(synthetic_folder, tmp_path):
 
 def test_cli_bad_config_is_one_clear_error(tmp_path, capsys, load_tool):
     cli = load_tool("pretrain")
-    assert cli.main(["data.train_dir=/nonexistent/imagenet/train"]) == 2
+    assert cli.main(["data.train_dir", "/nonexistent/imagenet/train"]) == 2
     assert "data.train_dir: directory '/nonexistent/imagenet/train' does not exist" in capsys.readouterr().err
-    assert cli.main(["optim.lr_decay_epoch=3"]) == 2
-    assert "optim.lr_decay_epoch: unknown key" in capsys.readouterr().err
+    assert cli.main(["optim.lr_decay_epoch", "3"]) == 2
+    assert "unknown config key 'optim.lr_decay_epoch'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -202,8 +201,8 @@ def test_cli_bad_config_is_one_clear_error(tmp_path, capsys, load_tool):
 def test_cifar10_one_epoch_run_recorded_in_docs(tmp_path):
     """The run of docs/pretrain.md: configs/pretrain/cifar10_small.yaml, 1 epoch at 32x32 (33.0 % measured)."""
     cfg = load_config(ROOT / "configs" / "pretrain" / "cifar10_small.yaml", [
-        f"data.train_dir={CIFAR / 'train'}", f"data.val_dir={CIFAR / 'test'}", f"train.output_dir={tmp_path}",
-        "train.progress_bar=false"])
+        "data.train_dir", str(CIFAR / 'train'), "data.val_dir", str(CIFAR / 'test'), "train.output_dir", str(tmp_path),
+        "train.progress_bar", "false"])
     results = run_pretraining(cfg)
     assert results["ema_count"] == 2000
     assert results["ema_top1"] > 25.0, results

@@ -96,23 +96,23 @@ def test_augmentation_is_a_function_of_seed_epoch_index(tmp_path):
 
 
 def test_config_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="optim.lr_decay_epoch: unknown key"):
-        load_config(None, ["optim.lr_decay_epoch=2.4"], check_paths=False)
+    with pytest.raises(ConfigError, match="unknown config key 'optim.lr_decay_epoch' \\(did you mean 'optim.lr_decay_epochs'"):
+        load_config(None, ["optim.lr_decay_epoch", "2.4"], check_paths=False)
     with pytest.raises(ConfigError, match="train.batch_size: expected an integer"):
-        load_config(None, ["train.batch_size=abc"], check_paths=False)
+        load_config(None, ["train.batch_size", "abc"], check_paths=False)
     with pytest.raises(ConfigError, match="data.train_dir: directory .* does not exist"):
-        load_config(None, ["data.train_dir=/nonexistent/dir"])
+        load_config(None, ["data.train_dir", "/nonexistent/dir"])
     with pytest.raises(ConfigError, match="config file .* does not exist"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  name: x\n  nam: y\n")
-    with pytest.raises(ConfigError, match="model.nam: unknown key"):
+    bad.write_text("model:\n  arch: x\n  arc: y\n")
+    with pytest.raises(ConfigError, match="unknown config key 'model.arc' \\(did you mean 'model.arch'"):
         load_config(bad, check_paths=False)
-    cfg = load_config(None, ["model.name=nasnet_a_large", "optim.lr=1e-3", "train.amp=true"], check_paths=False)
+    cfg = load_config(None, ["model.arch", "nasnet_a_large", "optim.lr", "1e-3", "train.amp", "true"], check_paths=False)
     assert cfg.optim.lr == 1e-3 and cfg.train.amp is True
     assert cfg.resolved_weight_decay() == 5e-5 and cfg.resolved_clip_norm() == 10.0
-    assert load_config(None, ["model.name=nasnet_a_mobile"], check_paths=False).resolved_weight_decay() == 4e-5
-    cifar = load_config(None, ["model.name=null", "model.genotype=nasnet_a", "model.dataset=cifar"], check_paths=False)
+    assert load_config(None, ["model.arch", "nasnet_a_mobile"], check_paths=False).resolved_weight_decay() == 4e-5
+    cifar = load_config(None, ["model.arch", "nasnet_a_cifar"], check_paths=False)
     assert cifar.resolved_weight_decay() == 5e-4 and math.isclose(cifar.resolved_clip_norm(), 5.0)
 
 

@@ -20,7 +20,7 @@ from nasnet_det.space import Genotype, resolve_genotype
 REPO = Path(__file__).resolve().parents[1]
 
 #: A tiny child: N=1, F=8, 100 training images in 2 batches, 1 epoch, 100 validation images.
-TINY = ["child.num_cells", "1", "child.filters", "8", "child.epochs", "1", "child.batch_size", "50",
+TINY = ["child.network.num_cells", "1", "child.network.num_conv_filters", "8", "child.epochs", "1", "child.batch_size", "50",
         "data.train_size", "100", "data.val_size", "100", "child.lr", "0.1"]
 
 
@@ -136,8 +136,6 @@ def test_cli_driver_killed_mid_search_resumes_without_loss_or_duplicates(tmp_pat
 
 
 def test_child_training_is_deterministic_and_never_trains_on_the_validation_split(cifar):
-    from dataclasses import asdict
-
     import torch
 
     from nasnet_det.search.child import run_trial
@@ -149,8 +147,8 @@ def test_child_training_is_deterministic_and_never_trains_on_the_validation_spli
     data = load_child_data(cfg.data)
     train = {bytes(x.numpy()) for x in data.train_x}
     assert not any(bytes(x.numpy()) in train for x in data.val_x)
-    task = {"trial_id": 0, "seed": 7, "genotype": NASNET_A.to_dict(), "child": asdict(cfg.child),
-            "data": asdict(cfg.data), "threads": 1}
+    task = {"trial_id": 0, "seed": 7, "genotype": NASNET_A.to_dict(), "child": cfg.child.to_dict(),
+            "data": cfg.data.to_dict(), "threads": 1}
     before = torch.get_num_threads()
     try:
         a, b = run_trial(task), run_trial(task)

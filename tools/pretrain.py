@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 r"""Pretrain a NASNet classifier on an ImageFolder dataset with the paper's recipe.
 
-    python tools/pretrain.py --config configs/pretrain/nasnet_a_mobile_imagenet.yaml \
-        data.train_dir=/data/imagenet/train data.val_dir=/data/imagenet/val
-    torchrun --nproc_per_node 8 tools/pretrain.py --config ... train.batch_size=32
+    python tools/pretrain.py --config-file configs/pretrain/nasnet_a_mobile_imagenet.yaml \
+        data.train_dir /data/imagenet/train data.val_dir /data/imagenet/val
+    torchrun --nproc_per_node 8 tools/pretrain.py --config-file ... train.batch_size 32
+    python tools/pretrain.py --config-file ... --print-config        # the resolved config, as yaml
 
-Overrides are ``section.key=value`` (YAML values). A killed run resumes from the newest checkpoint
-in train.output_dir when started again with the same command (train.resume=auto). Every input is
-checked before the output folder is touched; a mistake is one ``error:`` line and exit status 2.
+Overrides are trailing ``KEY VALUE`` pairs (detectron2's convention; values are YAML). A killed
+run resumes from the newest checkpoint in train.output_dir when started again with the same
+command (train.resume auto). Every input is checked before the output folder is touched; a
+mistake is one ``error:`` line and exit status 2.
 """
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nasnet_det.config import add_config_arguments, config_yaml
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML config (configs/pretrain/*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=0.1 train.epochs=3")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_config_arguments(parser, ("--config-file", "--config"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
@@ -28,11 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     from nasnet_det.pretrain import load_config, run_pretraining
 
     try:
-        cfg = load_config(args.config, args.overrides, check_paths=not args.print_config)
+        cfg = load_config(args.config_file, args.opts, check_paths=not args.print_config)
         if args.print_config:
-            import yaml
-
-            print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            print(config_yaml(cfg), end="")
             return 0
         results = run_pretraining(cfg)
     except NASNetError as err:

@@ -2,6 +2,7 @@
 """Architecture search from the command line (docs/search.md).
 
   tools/search.py --config-file configs/search/cpu_demo.yaml --output output/search_demo [KEY VALUE ...]
+  tools/search.py --config-file configs/search/cpu_demo.yaml --print-config [KEY VALUE ...]  # resolved yaml
   tools/search.py --output output/search_demo --resume              # continue after a crash / Ctrl-C
   tools/search.py --output output/search_demo --resume --repair     # ... moving corrupt log lines aside
   tools/search.py retrain --search output/search_demo --output output/retrain_demo --top-k 5 [KEY VALUE ...]
@@ -16,12 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nasnet_det.config import add_config_arguments, config_yaml  # noqa: E402  (after the path line)
+
 
 def _search_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tools/search.py", description="Run or resume an architecture search.",
                                 epilog="Subcommands: retrain, plot, report (tools/search.py <cmd> --help).")
-    p.add_argument("--config-file", help="configs/search/<name>.yaml (with --resume: defaults to DIR/config.yaml)")
-    p.add_argument("--output", required=True, help="search folder: log, controller state, outputs")
+    add_config_arguments(p)
+    p.add_argument("--output", help="search folder: log, controller state, outputs (required unless --print-config)")
     p.add_argument("--resume", action="store_true", help="continue the search in --output")
     p.add_argument("--repair", action="store_true",
                    help="with --resume: move corrupt trials.jsonl records aside to trials.jsonl.corrupt and "
@@ -31,7 +34,6 @@ def _search_parser() -> argparse.ArgumentParser:
                         "refuses it (runs any code in the file: only for files you trust)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="skip the top-K / plot / diagram outputs at the end")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. child.epochs 1")
     return p
 
 
@@ -42,6 +44,8 @@ def cmd_search(argv: list[str]) -> int:
 
     args = _search_parser().parse_args(argv)
     config_file = args.config_file
+    if args.output is None and not (args.print_config and config_file):
+        raise ConfigError("--output is required (the search folder)")
     if config_file is None:
         saved = Path(args.output) / "config.yaml"
         if not (args.resume and saved.exists()):
@@ -49,6 +53,9 @@ def cmd_search(argv: list[str]) -> int:
                               "search folder that has config.yaml)")
         config_file = saved
     cfg = load_config(config_file, args.opts)
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return 0
     summary = run_search(cfg, args.output, resume=args.resume, progress=not args.no_progress, repair=args.repair,
                          allow_unsafe_pickle=args.allow_unsafe_pickle)
     if summary.finished and not summary.ok:
@@ -65,18 +72,25 @@ def cmd_search(argv: list[str]) -> int:
 
 
 def cmd_retrain(argv: list[str]) -> int:
-    from nasnet_det.search.retrain import retrain_top
+    from nasnet_det.errors import ConfigError
+    from nasnet_det.search.retrain import retrain_config, retrain_top
 
     p = argparse.ArgumentParser(prog="tools/search.py retrain",
                                 description="Retrain the top-K genotypes of a search longer and pick the winner.")
     p.add_argument("--search", required=True, help="the search output folder")
-    p.add_argument("--output", required=True, help="retrain output folder")
+    p.add_argument("--output", help="retrain output folder (required unless --print-config)")
     p.add_argument("--top-k", type=int, default=250, help="how many to retrain (paper: 250)")
     p.add_argument("--epochs", type=int, default=0, help="epochs per child (default: 5x the search's)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--print-config", action="store_true", help="print the retraining config as yaml and exit")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the search's config")
     args = p.parse_args(argv)
+    if args.print_config:
+        print(config_yaml(retrain_config(Path(args.search), args.opts, args.epochs or None, args.top_k)), end="")
+        return 0
+    if args.output is None:
+        raise ConfigError("--output is required (the retrain folder)")
     out = retrain_top(args.search, args.output, args.top_k, args.epochs or None, args.opts, args.resume,
                       progress=not args.no_progress)
     w = out["winner"]

@@ -22,6 +22,7 @@ import logging
 import sys
 
 import nasnet_det  # noqa: F401  (first: registers the backbone, ROI heads and compat layer)
+from nasnet_det.config import config_yaml
 from nasnet_det.errors import NASNetError
 from nasnet_det.detection import (
     ConfigError,
@@ -54,6 +55,7 @@ def build_parser():
                         "file: only for files you trust)")
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="with --eval-only: evaluate even when there are no weights to load (a random model)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as yaml and exit")
     return parser
 
 
@@ -107,6 +109,9 @@ def main(args):
 def invoke_main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        if args.print_config:
+            print(config_yaml(load_config(args.config_file, register_cli_datasets(args) + list(args.opts))), end="")
+            return
         compat.check_launch(args.num_gpus, args.num_machines, eval_only=args.eval_only)
         if args.num_gpus * args.num_machines <= 1:
             main(args)  # in-process: errors surface directly

@@ -3,40 +3,51 @@ keys of the plugin; ``load_config``: a validated config from a yaml file and KEY
 
 Call it on ``detectron2.config.get_cfg()`` *before* ``merge_from_file``: yacs rejects keys it does
 not know, which is what turns a typo in a yaml file into an error instead of a silent default.
-The defaults describe NASNet-A Mobile; configs/*.yaml override them per model.
+The default network is the NASNet-A Mobile preset; configs/*.yaml name another preset or
+override its fields. Loading, the value rule and the error lines are ``nasnet_det.config``'s,
+shared with search and pretraining.
 """
 from __future__ import annotations
 
-import difflib
 import logging
-import os
 from typing import Any, Callable, Sequence
 
 from detectron2.config import CfgNode as CN
+
+from .. import config as cfgsys
 from ..errors import ConfigError
 
 # norms the backbone and ROI head can be converted to (detectron2's get_norm names)
 SUPPORTED_NORMS = ("FrozenBN", "BN", "SyncBN", "nnSyncBN", "naiveSyncBN", "GN")
+
+#: The types of the MODEL.NASNET overrides (their default None means "the preset's value").
+TYPES = {"MODEL.NASNET.GENOTYPE": str, "MODEL.NASNET.NUM_CELLS": int, "MODEL.NASNET.PENULTIMATE_FILTERS": int,
+         "MODEL.NASNET.FILTERS": int, "MODEL.NASNET.STEM_MULTIPLIER": float,
+         "MODEL.NASNET.SKIP_REDUCTION_LAYER_INPUT": bool, "MODEL.NASNET.DROP_PATH_KEEP_PROB": float}
 
 
 def add_nasnet_config(cfg: CN) -> CN:
     """Add the NASNet keys (with defaults) to ``cfg`` in place and return it."""
     _C = cfg
     _C.MODEL.NASNET = CN()
+    # The network: a preset of nasnet_det.modeling (nasnet_det.list_models()), and below the keys
+    # that override its fields (None = the preset's value), resolved by resolve_network
+    # (split_nasnet.NETWORK_KEYS). A yaml states only what differs from the preset.
+    _C.MODEL.NASNET.ARCH = "nasnet_a_mobile"
     # A registered genotype name (nasnet_det.list_genotypes()) or a path to a genotype JSON file.
-    _C.MODEL.NASNET.GENOTYPE = "nasnet_a"
+    _C.MODEL.NASNET.GENOTYPE = None
     # Number of NORMAL cells ("N" of "N @ P" is NUM_CELLS / 3); two reduction cells are added.
-    _C.MODEL.NASNET.NUM_CELLS = 12
-    # Penultimate filters ("P" of "N @ P"); filters per op = P // 24 for NASNet-A. 0 = use FILTERS.
-    _C.MODEL.NASNET.PENULTIMATE_FILTERS = 1056
-    # Filters per op of the first stage (num_conv_filters); only read when PENULTIMATE_FILTERS is 0.
-    _C.MODEL.NASNET.FILTERS = 0
-    _C.MODEL.NASNET.STEM_MULTIPLIER = 1.0
-    # 1 for NASNet-A Large: the first normal cell after a reduction reads the reduction cell's h_{i-1}.
-    _C.MODEL.NASNET.SKIP_REDUCTION_LAYER_INPUT = 0
+    _C.MODEL.NASNET.NUM_CELLS = None
+    # Penultimate filters ("P" of "N @ P"); filters per op = P // 24 for NASNet-A. Or FILTERS:
+    # the filters per op of the first stage (num_conv_filters) directly; set at most one.
+    _C.MODEL.NASNET.PENULTIMATE_FILTERS = None
+    _C.MODEL.NASNET.FILTERS = None
+    _C.MODEL.NASNET.STEM_MULTIPLIER = None
+    # True for NASNet-A Large: the first normal cell after a reduction reads the reduction cell's h_{i-1}.
+    _C.MODEL.NASNET.SKIP_REDUCTION_LAYER_INPUT = None
     # ScheduledDropPath: keep probability at the end of the schedule (1.0 = off) and the number of
     # training iterations the schedule spans (0 = SOLVER.MAX_ITER). Active only in training.
-    _C.MODEL.NASNET.DROP_PATH_KEEP_PROB = 1.0
+    _C.MODEL.NASNET.DROP_PATH_KEEP_PROB = None
     _C.MODEL.NASNET.DROP_PATH_TOTAL_STEPS = 0
     # Norm layers of backbone and ROI head: one of SUPPORTED_NORMS. FrozenBN fits a pretrained
     # classifier and small batches (TF's faster_rcnn_nas keeps BN frozen); BN/SyncBN train them.
@@ -71,21 +82,24 @@ def add_nasnet_config(cfg: CN) -> CN:
 def _validate(cfg: CN, source_of: Callable[[str], str]) -> None:
     """Checks that would otherwise fail late (at model build or the first batch) or silently."""
     from ..space import GenotypeError, resolve_genotype
+    from .split_nasnet import network_config
 
     spec = cfg.MODEL.NASNET.GENOTYPE
-    if not isinstance(spec, str):
-        raise ConfigError(f"MODEL.NASNET.GENOTYPE={spec!r} ({source_of('MODEL.NASNET.GENOTYPE')}): give a "
-                          "registered genotype name or the path of a genotype JSON file")
+    if spec is not None:
+        try:
+            resolve_genotype(spec)
+        except GenotypeError as err:
+            raise ConfigError(f"MODEL.NASNET.GENOTYPE={spec!r}: {err}") from err
+        except (OSError, ValueError) as err:  # ValueError: e.g. a NUL byte in the path
+            raise ConfigError(f"MODEL.NASNET.GENOTYPE={spec!r}: cannot read the genotype file: {err}") from err
     try:
-        resolve_genotype(spec)
-    except GenotypeError as err:
-        raise ConfigError(f"MODEL.NASNET.GENOTYPE={spec!r}: {err}") from err
-    except (OSError, ValueError) as err:  # ValueError: e.g. a NUL byte in the path
-        raise ConfigError(f"MODEL.NASNET.GENOTYPE={spec!r}: cannot read the genotype file: {err}") from err
+        network_config(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{err} ({source_of('MODEL.NASNET')})") from err
     if cfg.MODEL.NASNET.NORM not in SUPPORTED_NORMS:
         raise ConfigError(f"MODEL.NASNET.NORM={cfg.MODEL.NASNET.NORM!r}: use one of {SUPPORTED_NORMS}")
     for key, ok, requirement in _RANGE_CHECKS:
-        value = _lookup(cfg, key)
+        value = cfgsys.lookup(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key} = {value!r} ({source_of(key)}): {requirement}")
 
@@ -110,115 +124,17 @@ _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 )
 
 
-def _leaf_keys(node: CN, prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for name, value in node.items():
-        full = f"{prefix}{name}"
-        keys += _leaf_keys(value, full + ".") if isinstance(value, CN) else [full]
-    return keys
-
-
-def _unknown_key(cfg: CN, key: Any, where: str) -> ConfigError:
-    """'unknown config key X (did you mean Y?)', Y the closest existing key (case-insensitive)."""
-    keys = _leaf_keys(cfg)
-    upper = {k.upper(): k for k in keys}
-    close = difflib.get_close_matches(str(key).upper(), list(upper), n=1, cutoff=0.6)
-    hint = f" (did you mean {upper[close[0]]!r}?)" if close else ""
-    return ConfigError(f"{where}: unknown config key {key!r}{hint}")
-
-
-def _lookup(cfg: CN, key: Any, where: str = "config") -> Any:
-    """The value at dotted ``key``; ConfigError naming the key when there is none."""
-    if not isinstance(key, str):
-        raise ConfigError(f"{where}: config key {key!r} is not a string")
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, CN) or part not in node:
-            raise _unknown_key(cfg, key, where)
-        node = node[part]
-    return node
-
-
-def _kind(value: Any) -> str:
-    """How to write a value of the type of ``value`` on the command line or in yaml."""
-    if isinstance(value, bool):
-        return "True or False"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number with a decimal point"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (tuple, list)):
-        return "a list or tuple"
-    return type(value).__name__
-
-
-def _type_error(key: str, value: Any, current: Any, where: str) -> ConfigError:
-    return ConfigError(f"{where}: {key} = {value!r} has the wrong type: expected {_kind(current)}, "
-                       f"such as {current!r}")
-
-
-def _key_in_yacs_message(err: Exception) -> str | None:
-    """The full key that yacs names at the end of its KeyError / ValueError messages."""
-    message = str(err.args[0]) if err.args else ""
-    return message.rsplit("key: ", 1)[1].strip() if "key: " in message else None
-
-
 def _merge_file(cfg: CN, config_file: str) -> None:
-    """``merge_from_file`` with one ConfigError naming the file, the key and the value."""
-    import yaml
-
-    where = f"config file {config_file!r}"
-    if not os.path.isfile(config_file):
-        raise ConfigError(f"{where} does not exist")
-    try:
-        cfg.merge_from_file(config_file)
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{where} is not UTF-8 text (byte {err.start}): give a yaml file") from err
-    except OSError as err:  # a _BASE_ file that is missing or unreadable
-        raise ConfigError(f"{where}: cannot read {err.filename or config_file!r}: {err.strerror or err}") from err
-    except (yaml.YAMLError, AssertionError, TypeError, AttributeError) as err:  # not yaml / not a mapping
-        reason = " ".join(str(err).split())  # yaml's messages span several lines
-        raise ConfigError(f"{where} is not a yaml mapping of config keys: {reason}") from err
-    except KeyError as err:
-        key = _key_in_yacs_message(err)
-        if key is None:
-            raise ConfigError(f"{where}: {err.args[0] if err.args else err}") from err
-        raise _unknown_key(cfg, key, where) from err
-    except ValueError as err:
-        key = _key_in_yacs_message(err)
-        if key is None:
-            raise ConfigError(f"{where}: {err}") from err
-        raise _type_error(key, _file_value(cfg, config_file, key), _lookup(cfg, key, where), where) from err
-
-
-def _file_value(cfg: CN, config_file: str, key: str) -> Any:
-    """The value ``config_file`` (with its _BASE_ files) gives ``key``."""
-    node: Any = cfg.load_yaml_with_base(config_file, allow_unsafe=True)
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
-def _merge_overrides(cfg: CN, opts: Sequence[Any]) -> set[str]:
-    """Merge KEY VALUE pairs one at a time, so that every error names its own pair; return the keys."""
-    where = "command-line override"
-    if len(opts) % 2:
-        raise ConfigError(f"{where}s are KEY VALUE pairs, but {len(opts)} item(s) were given: "
-                          f"{opts[-1]!r} has no value")
-    for key, value in zip(opts[0::2], opts[1::2]):
-        current = _lookup(cfg, key, where)
-        if isinstance(current, CN):
-            raise ConfigError(f"{where}: {key!r} is a group of keys, not one; set its keys, such as "
-                              f"{', '.join(_leaf_keys(current, key + '.')[:3])}")
+    """The yaml file (with its _BASE_ files) through the shared loader; a file of an older detectron2
+    config VERSION goes through detectron2's own ``merge_from_file``, which upgrades it."""
+    data = cfgsys.read_yaml(cfg, config_file)
+    if data.get("VERSION", cfg.VERSION) != cfg.VERSION:
         try:
-            cfg.merge_from_list([key, value])
-        except ValueError as err:  # yacs: type mismatch
-            raise _type_error(key, value, current, where) from err
-        except (TypeError, RecursionError, MemoryError) as err:  # literal_eval of e.g. "{[]: 1}"
-            raise ConfigError(f"{where}: {key} = {value!r} cannot be parsed as a value: {err}") from err
-    return set(opts[0::2])
+            cfg.merge_from_file(config_file, allow_unsafe=False)
+        except (KeyError, ValueError, AssertionError) as err:
+            raise ConfigError(f"config file {config_file!r} (VERSION {data['VERSION']}): {err}") from err
+        return
+    cfgsys.merge_dict(cfg, data, f"config file {config_file!r}", TYPES)
 
 
 def load_config(config_file: str | None = None, opts: Sequence[Any] | None = None, freeze: bool = True) -> CN:
@@ -237,13 +153,13 @@ def load_config(config_file: str | None = None, opts: Sequence[Any] | None = Non
     cfg = add_nasnet_config(get_cfg())
     if config_file:
         _merge_file(cfg, config_file)
-    overridden = _merge_overrides(cfg, list(opts or []))
+    overridden = cfgsys.merge_overrides(cfg, list(opts or []), TYPES)
     if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger("nasnet_det").warning("CUDA is not available: setting MODEL.DEVICE=cpu")
         cfg.MODEL.DEVICE = "cpu"
 
     def source_of(key: str) -> str:
-        if key in overridden:
+        if key in overridden or any(k.startswith(key + ".") for k in overridden):
             return "command-line override"
         return f"config file {config_file!r}" if config_file else "the default"
 

@@ -1,5 +1,8 @@
 """Build the NASNet a detector config describes and cut it in two at the faster_rcnn_nas split.
 
+The network is MODEL.NASNET.ARCH (a preset of ``nasnet_det.modeling``) with the MODEL.NASNET keys
+of ``NETWORK_KEYS`` as overrides, resolved by ``resolve_network`` like every other config's.
+
 The backbone (first stage) and the ROI head (second stage) each hold a *trimmed* copy of the same
 network under the attribute name ``nasnet``: the backbone keeps the stem convolution ``conv0`` and
 ``cells[:split]``, the head keeps ``cells[split:]``; the other positions hold parameter-free ``nn.Identity`` placeholders.
@@ -18,9 +21,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..modeling import build_nasnet
-from ..space import GenotypeError, resolve_genotype
 from ..errors import ConfigError
+from ..modeling import NASNet, NASNetConfig, resolve_network
+from ..space import GenotypeError
 
 
 class NASNetConfigError(ConfigError):
@@ -38,44 +41,47 @@ class SplitInfo:
     out_channels: int  # channels of the last cell (what the box predictor sees)
 
 
-def nasnet_build_kwargs(cfg) -> dict:
-    """``build_nasnet`` keyword arguments from MODEL.NASNET.*."""
+#: MODEL.NASNET keys that override a NASNetConfig field of the MODEL.NASNET.ARCH preset (None = the preset's).
+NETWORK_KEYS = {
+    "GENOTYPE": "genotype", "NUM_CELLS": "num_cells", "PENULTIMATE_FILTERS": "penultimate_filters",
+    "FILTERS": "num_conv_filters", "STEM_MULTIPLIER": "stem_multiplier",
+    "SKIP_REDUCTION_LAYER_INPUT": "skip_reduction_layer_input", "DROP_PATH_KEEP_PROB": "drop_path_keep_prob",
+}
+_FIELD_KEYS = {field: key for key, field in NETWORK_KEYS.items()}
+
+
+def network_config(cfg) -> NASNetConfig:
+    """The ``NASNetConfig`` of MODEL.NASNET.ARCH + the MODEL.NASNET overrides, without a classifier.
+
+    Errors are one ConfigError naming the MODEL.NASNET key (a GenotypeError for the genotype).
+    """
     c = cfg.MODEL.NASNET
-    kwargs = dict(
-        dataset="imagenet",
-        num_cells=int(c.NUM_CELLS),
-        num_classes=0,  # no classifier: the box predictor replaces it
-        stem_multiplier=float(c.STEM_MULTIPLIER),
-        skip_reduction_layer_input=int(c.SKIP_REDUCTION_LAYER_INPUT),
-        drop_path_keep_prob=float(c.DROP_PATH_KEEP_PROB),
-        use_aux_head=False,
-    )
-    if int(c.PENULTIMATE_FILTERS) > 0:
-        kwargs["penultimate_filters"] = int(c.PENULTIMATE_FILTERS)
-    elif int(c.FILTERS) > 0:
-        kwargs["num_conv_filters"] = int(c.FILTERS)
-    else:
-        raise NASNetConfigError("MODEL.NASNET.PENULTIMATE_FILTERS and MODEL.NASNET.FILTERS are both 0; set one")
+    overrides = {field: c[key] for key, field in NETWORK_KEYS.items() if c[key] is not None}
+    if c.PENULTIMATE_FILTERS is not None and c.FILTERS is not None:
+        raise NASNetConfigError("MODEL.NASNET.PENULTIMATE_FILTERS and MODEL.NASNET.FILTERS are both set; set one")
     if int(c.DROP_PATH_TOTAL_STEPS) > 0:
-        kwargs["total_training_steps"] = int(c.DROP_PATH_TOTAL_STEPS)
-    return kwargs
+        overrides["total_training_steps"] = int(c.DROP_PATH_TOTAL_STEPS)
+    overrides.update(num_classes=0, use_aux_head=False)  # the box predictor replaces the classifier
+
+    def spell(field: str) -> str:
+        return "MODEL.NASNET.ARCH" if field == "arch" else f"MODEL.NASNET.{_FIELD_KEYS.get(field, field.upper())}"
+
+    return resolve_network(c.ARCH, name=spell, **overrides)
 
 
 def build_full_nasnet(cfg) -> nn.Module:
     """The whole network of MODEL.NASNET.*; errors name the offending config key."""
     spec = cfg.MODEL.NASNET.GENOTYPE
     try:
-        genotype = resolve_genotype(spec)
+        return NASNet(network_config(cfg))
+    except NASNetConfigError:
+        raise
     except GenotypeError as err:
         raise NASNetConfigError(f"MODEL.NASNET.GENOTYPE={spec!r}: {err}") from err
     except OSError as err:
         raise NASNetConfigError(f"MODEL.NASNET.GENOTYPE={spec!r}: cannot read the genotype file: {err}") from err
-    try:
-        return build_nasnet(genotype, **nasnet_build_kwargs(cfg))
-    except (GenotypeError, ValueError) as err:
-        if isinstance(err, NASNetConfigError):
-            raise
-        raise NASNetConfigError(f"MODEL.NASNET (genotype {spec!r}): {err}") from err
+    except ConfigError as err:
+        raise NASNetConfigError(str(err)) from err
 
 
 def split_index(cfg, net: nn.Module) -> int:

@@ -1,7 +1,8 @@
 """Every hyperparameter of a NASNet-style network in one dataclass, plus the published presets.
 
 Why one dataclass: the presets, ``build_nasnet``'s "N @ P" sizing, configs and checkpoints all
-describe a network the same way, and ``model.config`` records exactly what was built. Values are
+describe a network the same way, and ``model.config`` records exactly what was built. Configs
+name a preset and the fields that differ; ``factory.resolve_network`` turns that into one of these. Values are
 TF's (docs NASNET_SPEC.md sections 4 and 7; AmoebaNet from tensorflow/tpu ``amoeba_net``).
 """
 from __future__ import annotations
@@ -68,6 +69,8 @@ class NASNetConfig:
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:
                 raise ValueError(f"{name}: must be in (0, 1], got {v}")
+        if not 0.0 <= self.bn_momentum <= 1.0 or not self.bn_eps > 0:
+            raise ValueError(f"bn_momentum: must be in [0, 1] with bn_eps > 0, got {self.bn_momentum}, {self.bn_eps}")
         if self.num_classes is None or self.num_classes < 0:
             raise ValueError(f"num_classes: must be >= 0 (0 = no classifier), got {self.num_classes}")
 

@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..durable import OutputLock, atomic_write_json, atomic_write_text
-from ..errors import NASNetError
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, load_model_state_strict, rng_state,
                          save_checkpoint, set_rng_state)
-from .config import ConfigError, PretrainConfig
+from .config import ConfigError, PretrainConfig, network_config
 from .data import (GlobalBatchSampler, SeededImageFolder, batches, build_loader, check_classes, eval_transform,
                    train_transform)
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, cleanup, init_distributed
@@ -37,26 +36,13 @@ logger = logging.getLogger("nasnet_det.pretrain")
 # model
 # ---------------------------------------------------------------------------------------------
 def build_model(cfg: PretrainConfig, num_classes: int) -> nn.Module:
-    """The network named by ``cfg.model`` (create_model name, genotype, or import-path factory)."""
+    """The network of ``cfg.model``: ``arch`` + ``overrides`` (resolve_network), or an import-path factory."""
     m = cfg.model
-    overrides = dict(m.overrides)
     if m.factory:
-        return _import_factory(m.factory)(num_classes=num_classes, **overrides)
-    from nasnet_det.modeling import build_nasnet, create_model
+        return _import_factory(m.factory)(num_classes=num_classes, **dict(m.overrides))
+    from nasnet_det.modeling import NASNet
 
-    try:
-        if m.genotype:
-            kwargs = {k: v for k, v in (("num_cells", m.num_cells), ("penultimate_filters", m.penultimate_filters))
-                      if v is not None}
-            return build_nasnet(m.genotype, dataset=m.dataset, num_classes=num_classes, **kwargs, **overrides)
-        for key in ("num_cells", "penultimate_filters"):
-            if getattr(m, key) is not None:
-                overrides.setdefault(key, getattr(m, key))
-        return create_model(m.name, num_classes=num_classes, **overrides)
-    except NASNetError:
-        raise
-    except ValueError as err:  # NASNetConfig's checks of the model section's values
-        raise ConfigError(f"model: {err}") from None
+    return NASNet(network_config(cfg, num_classes))
 
 
 def _import_factory(spec: str):

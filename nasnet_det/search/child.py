@@ -17,9 +17,11 @@ from typing import Any, Callable
 
 from nasnet_det.space import Genotype
 
-from .config import ChildConfig, DataConfig
+from ..config import Config
+from .config import child_network
 
-Trainer = Callable[[Genotype, ChildConfig, DataConfig, int, str], dict]
+#: (genotype, the ``child`` section, the ``data`` section, seed, device) -> result dict
+Trainer = Callable[[Genotype, Config, Config, int, str], dict]
 
 #: Per-op scores of the synthetic reward: separable convolutions (the paper's winners) score high.
 SYNTHETIC_OP_SCORES = {"sep_conv_3x3": 1.0, "sep_conv_5x5": 0.8, "sep_conv_7x7": 0.6}
@@ -35,7 +37,7 @@ def synthetic_reward(genotype: Genotype) -> float:
     return sum(SYNTHETIC_OP_SCORES.get(op, 0.1) for op in ops) / len(ops)
 
 
-def train_synthetic(genotype: Genotype, child: ChildConfig, data: DataConfig, seed: int, device: str) -> dict:
+def train_synthetic(genotype: Genotype, child: Config, data: Config, seed: int, device: str) -> dict:
     """No training: the synthetic reward, after ``child.synthetic_sleep_s`` of pretend work."""
     if child.synthetic_sleep_s:
         time.sleep(child.synthetic_sleep_s)
@@ -61,17 +63,15 @@ def count_macs(model: Any, image_size: int) -> int:
         model.train(was_training)
 
 
-def build_child_model(genotype: Genotype, child: ChildConfig, num_classes: int, image_size: int = 32) -> Any:
-    """The CIFAR skeleton for a sampled genotype: N cells per stage, F filters, no aux head, no drop-path.
+def build_child_model(genotype: Genotype, child: Config, num_classes: int, image_size: int = 32) -> Any:
+    """The child skeleton (``child.arch`` + ``child.network``, by default NASNet-A CIFAR with N cells
+    per stage, F filters, no aux head, no drop-path) with the sampled genotype's cells.
 
     F is fixed (not P) so that every child of a search gets the same per-op width, as in the paper.
     """
-    from nasnet_det.modeling import build_nasnet
+    from nasnet_det.modeling import NASNet
 
-    return build_nasnet(genotype, dataset="cifar", num_cells=child.num_cells, num_classes=num_classes,
-                        num_conv_filters=child.filters, use_aux_head=False, drop_path_keep_prob=1.0,
-                        bn_momentum=child.bn_momentum, dense_dropout_keep_prob=child.dense_dropout_keep_prob,
-                        image_size=image_size)
+    return NASNet(child_network(child, genotype, num_classes=num_classes, image_size=image_size))
 
 
 def resolve_device(device: str) -> str:
@@ -84,7 +84,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def train_cifar(genotype: Genotype, child: ChildConfig, data: DataConfig, seed: int, device: str) -> dict:
+def train_cifar(genotype: Genotype, child: Config, data: Config, seed: int, device: str) -> dict:
     """The paper's proxy training: SGD with momentum, L2 weight decay, one cosine period, fixed epochs."""
     import torch
 
@@ -164,10 +164,8 @@ def worker_name() -> str:
 def run_trial(task: dict[str, Any]) -> dict[str, Any]:
     """Train one child. ``task``: trial_id, seed, genotype (dict), child and data (config dicts), and
     optionally threads and device (set by the executor). Returns reward, params, macs, seconds, worker."""
-    from .config import ChildConfig, DataConfig
-
-    child = ChildConfig(**task["child"])
-    data = DataConfig(**task["data"])
+    child = Config(task["child"])
+    data = Config(task["data"])
     if task.get("threads"):
         import torch
 

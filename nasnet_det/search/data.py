@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DataConfig
+from ..config import Config
 from ..errors import DataError
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
@@ -41,7 +41,7 @@ class ChildData:
 CIFAR10_TRAIN_IMAGES = 50_000
 
 
-def check_dataset(cfg: DataConfig) -> None:
+def check_dataset(cfg: Config) -> None:
     """Check in the driver, before any worker starts, everything that would fail every child: a
     wrong path, an empty class, a split larger than the data, an image that cannot be read (of
     those the split uses). One message then stops the search, instead of every trial failing."""
@@ -87,7 +87,7 @@ def _list_imagefolder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
-def _split(n: int, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """(validation indices, training indices) of ``n`` images: the same for every child of a search."""
     if cfg.val_size >= n:
         raise DataError(f"data.val_size: {cfg.val_size} leaves no training images out of {n} in {cfg.root}")
@@ -128,7 +128,7 @@ def _load_cifar10(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return x, torch.as_tensor(ds.targets), list(ds.classes)
 
 
-def load_child_data(cfg: DataConfig) -> ChildData:
+def load_child_data(cfg: Config) -> ChildData:
     """Split the training images into the children's train and held-out validation sets.
 
     Cached per process: a worker decodes only the images the split uses, once, for all its children.

@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -158,7 +158,7 @@ def _load_into(strategy: Strategy, state: dict[str, Any], path: Path) -> None:
 
 def _task(cfg: SearchConfig, trial: Trial) -> dict[str, Any]:
     return {"trial_id": trial.trial_id, "attempt": trial.attempt, "seed": trial.seed, "genotype": trial.genotype,
-            "child": asdict(cfg.child), "data": asdict(cfg.data)}
+            "child": cfg.child.to_dict(), "data": cfg.data.to_dict()}
 
 
 def check_output(cfg: SearchConfig, output: Path, resume: bool) -> None:

@@ -20,7 +20,8 @@ from concurrent.futures import Future
 from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
-from .config import ExecutorConfig
+from ..config import Config
+from .config import DEFAULTS
 
 
 class WorkerLost(RuntimeError):
@@ -125,7 +126,7 @@ class _Worker:
         self.ready = False  # set when the worker reports its start-up done
 
 
-def default_workers(cfg: ExecutorConfig) -> tuple[int, list[str | None]]:
+def default_workers(cfg: Config) -> tuple[int, list[str | None]]:
     """(number of workers, GPU per worker): one per visible GPU, else one per 2 CPU cores."""
     gpus = 0
     try:
@@ -153,7 +154,7 @@ class ProcessExecutor(Executor):
     def __init__(self, workers: int = 0, devices: list[str | None] | None = None, threads: int = 1,
                  timeout_s: float = 0.0) -> None:
         if not workers:
-            workers, devices = default_workers(ExecutorConfig())
+            workers, devices = default_workers(DEFAULTS.executor)
         devices = devices or [None] * workers
         self.slots = workers
         self.threads = threads
@@ -396,7 +397,7 @@ class RayExecutor(Executor):
             self.ray.shutdown()
 
 
-def build_executor(cfg: ExecutorConfig, threads: int = 1, timeout_s: float = 0.0) -> Executor:
+def build_executor(cfg: Config, threads: int = 1, timeout_s: float = 0.0) -> Executor:
     """The executor named by ``executor.kind``."""
     if cfg.kind == "inline":
         return InlineExecutor(threads)
