@@ -76,8 +76,8 @@ def build_nasnet_backbone(cfg, input_shape: ShapeSpec) -> NASNetBackbone:
     if c.MEMORY_SAVING:
         enable_memory_saving(net)
     logger.info(
-        "NASNet backbone: %s, cells[:%d], output %r stride %d, %d channels (%d + %d)",
-        c.GENOTYPE, info.split_at, c.OUT_FEATURE, info.stride, info.prev_channels + info.channels,
+        "NASNet backbone: %s (genotype %s), cells[:%d], output %r stride %d, %d channels (%d + %d)",
+        c.ARCH, net.config.genotype.name, info.split_at, c.OUT_FEATURE, info.stride, info.prev_channels + info.channels,
         info.prev_channels, info.channels,
     )
     return backbone
