@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from nasnet_det.detection import synthetic as syn
+from nasnet_det.data import synthetic as syn
 
 def test_render_is_deterministic_by_seed():
     a_img, a_objs = syn.render_sample(np.random.default_rng([3, 0, 7]))

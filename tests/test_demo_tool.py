@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("detectron2")
 
-from nasnet_det.detection import synthetic as syn  # noqa: E402
+from nasnet_det.data import synthetic as syn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "nasnet_demo_synthetic.yaml")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from nasnet_det.detection.synthetic import SHAPES, SyntheticSpec, make_dataset  # noqa: E402
+from nasnet_det.data.synthetic import SHAPES, SyntheticSpec, make_dataset  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without install
 
 import nasnet_det  # noqa: E402,F401  (registers the backbone, ROI heads and compat layer)
-from nasnet_det.detection.synthetic import SHAPES, SyntheticSpec, make_dataset  # noqa: E402
+from nasnet_det.data.synthetic import SHAPES, SyntheticSpec, make_dataset  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "configs" / "nasnet_demo_synthetic.yaml"
 # long dumps of default_setup / DefaultTrainer that would bury the demo's own output
