@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 import yaml
 
-
 from ..durable import OutputLock, atomic_write_text
 from ..errors import StateError
 from .config import SearchConfig
