@@ -10,6 +10,7 @@ from .named import (
     list_genotypes,
     register_genotype,
     resolve_genotype,
+    resolve_genotype_setting,
 )
 from .ops import COMBINES, EXTENDED_COMBINES, OPS, PAPER_COMBINES, PAPER_OPS, PARAMETER_FREE_OPS
 from .search_space import SearchSpace
@@ -18,5 +19,5 @@ __all__ = [
     "AMOEBANET_A", "DARTS_V2", "NASNET_A", "PNASNET_5", "Block", "CellSpec", "Genotype",
     "GenotypeError", "SearchSpace", "cell_dot", "genotype_dot", "COMBINES", "EXTENDED_COMBINES", "OPS", "PAPER_COMBINES",
     "PAPER_OPS", "PARAMETER_FREE_OPS", "get_genotype", "list_genotypes", "register_genotype",
-    "resolve_genotype", "unused_states",
+    "resolve_genotype", "resolve_genotype_setting", "unused_states",
 ]

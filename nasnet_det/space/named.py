@@ -131,5 +131,15 @@ def resolve_genotype(spec: "str | Path | Genotype") -> Genotype:
     return get_genotype(text)
 
 
+def resolve_genotype_setting(key: str, spec: "str | Path | Genotype") -> Genotype:
+    """``resolve_genotype`` for the value of config key ``key``: a bad value raises a GenotypeError
+    that starts ``key=value:``, so every config layer (detection's MODEL.NASNET.GENOTYPE,
+    pretraining's model.genotype) reports a bad genotype in the same words."""
+    try:
+        return resolve_genotype(spec)
+    except GenotypeError as err:
+        raise GenotypeError(f"{key}={spec!r}: {err}") from err
+
+
 for _g in (NASNET_A, PNASNET_5, AMOEBANET_A, DARTS_V2):
     register_genotype(_g)
