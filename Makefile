@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 
-.PHONY: test test-all demo install clean-venv
+.PHONY: test test-all lint demo install clean-venv
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# ruff.toml holds the rules (E, F, W, I, B; 120 columns). Separate from `test` on purpose.
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 demo: $(STAMP)
 	$(PY) tools/run_demo.py --output output/demo

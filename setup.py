@@ -25,6 +25,6 @@ setup(
     ],
     extras_require={
         "ray": ["ray[default]"],
-        "test": ["pytest", "pytest-timeout", "hypothesis", "tensorflow-cpu", "timm", "ray[default]"],
+        "test": ["pytest", "pytest-timeout", "hypothesis", "tensorflow-cpu", "timm", "ray[default]", "ruff"],
     },
 )

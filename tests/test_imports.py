@@ -47,7 +47,8 @@ def test_draw_cell_dot_output_imports_neither_torch_nor_detectron2(tmp_path):
     result = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "tools" / "draw_cell.py"), "nasnet_a",
                              "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    lines = result.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
     assert "nasnet_det.visualize" in imported  # the probe does see the tool's imports
     assert not {name.split(".")[0] for name in imported} & {"torch", "detectron2", "matplotlib"}
     assert out.read_text().startswith("digraph")

@@ -37,7 +37,8 @@ from nasnet_det.errors import NASNetError  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="NASNet detector inference on images and videos", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="NASNet detector inference on images and videos",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
     p.add_argument("--config-file", required=True, metavar="FILE", help="detectron2 yaml config (configs/*.yaml)")
@@ -66,9 +67,11 @@ def run(args: argparse.Namespace) -> dict:
         print("demo.py: no --dataset-json/--dataset given; classes are shown as class_<k>", file=sys.stderr)
     info = load_class_info(cfg.MODEL.ROI_HEADS.NUM_CLASSES, args.dataset_json, args.dataset)
     image_ids = known_image_ids(args.dataset_json)
-    predictor = NASNetPredictor(cfg, weights=args.weights, optimize=args.fast, allow_unsafe_pickle=args.allow_unsafe_pickle)
+    predictor = NASNetPredictor(cfg, weights=args.weights, optimize=args.fast,
+                                allow_unsafe_pickle=args.allow_unsafe_pickle)
     if not predictor.cfg.MODEL.WEIGHTS:
-        print("demo.py: no weights given (--weights / MODEL.WEIGHTS): the model is randomly initialised", file=sys.stderr)
+        print("demo.py: no weights given (--weights / MODEL.WEIGHTS): the model is randomly initialised",
+              file=sys.stderr)
     demo = VisualizationDemo(predictor, info, image_ids)
     return demo.annotate(inputs, args.output, progress=not args.no_progress)
 

@@ -85,9 +85,8 @@ def _spec_for(image_size: int) -> SyntheticSpec:
     if image_size == base.image_size:
         return base
     k = image_size / base.image_size
-    return SyntheticSpec(
-        image_size=image_size, min_radius=max(4, round(base.min_radius * k)), max_radius=max(4, round(base.max_radius * k))
-    )
+    return SyntheticSpec(image_size=image_size, min_radius=max(4, round(base.min_radius * k)),
+                         max_radius=max(4, round(base.max_radius * k)))
 
 
 def _training_config(settings: DemoSettings, ds, train_dir: Path):
@@ -131,7 +130,6 @@ def _pictures(settings: DemoSettings, ds, weights: Path, pictures_dir: Path) -> 
 def run_demo(settings: DemoSettings) -> dict:
     """The five steps above; returns the summary also written to ``<output>/summary.json``."""
     import torch
-
     from detectron2.engine import hooks as d2_hooks
 
     from .trainer import NASNetTrainer, build_checkpointer

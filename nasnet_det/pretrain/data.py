@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
+
 from ..data.image_folder import scan_image_folder
 from ..errors import ConfigError, DataError, NASNetError
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .config import DataConfig
 from ..data.image_folder import scan_image_folder
 from ..errors import DataError
+from .config import DataConfig
 
 _CACHE: dict[tuple, "ChildData"] = {}
 

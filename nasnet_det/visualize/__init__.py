@@ -147,7 +147,7 @@ def render_matplotlib(graphs: list[CellGraph], out: Path, fmt: str) -> None:
     from matplotlib.figure import Figure
 
     layouts = [layout_cell(g) for g in graphs]
-    ymax = max(l.bounds[3] for l in layouts)
+    ymax = max(layout.bounds[3] for layout in layouts)
     placed = []  # (layout, x shift, y shift): side by side, tops aligned under the titles
     cursor = _MARGIN
     for layout in layouts:
@@ -156,7 +156,7 @@ def render_matplotlib(graphs: list[CellGraph], out: Path, fmt: str) -> None:
         width = max(xmax - xmin, title_width)
         placed.append((layout, cursor + width / 2 - (xmin + xmax) / 2, ymax - top))
         cursor += width + 2 * _MARGIN
-    ymin = min(l.bounds[2] + dy for l, _, dy in placed)
+    ymin = min(layout.bounds[2] + dy for layout, _, dy in placed)
     fig_w = cursor - _MARGIN
     fig_h = (ymax - ymin) + _TITLE_SPACE + _MARGIN
     fig = Figure(figsize=(fig_w, fig_h))

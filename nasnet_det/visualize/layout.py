@@ -122,6 +122,10 @@ def layout_cell(graph: CellGraph) -> Layout:
         # The two ops of a block move together, so the block reads as one unit like in the paper.
         return nid.rsplit("_op", 1)[0] if nid.startswith("block") else nid
 
+    def bary(items: list[str], pos: dict[str, int]) -> float:
+        feeds = [pos[s] for nid in items for s in below.get(nid, [])]
+        return sum(feeds) / len(feeds) if feeds else 0.0
+
     def order_rows(first: list[str]) -> dict[int, list[str]]:
         order = {0: first}
         for r in range(1, n_rows):
@@ -129,13 +133,8 @@ def layout_cell(graph: CellGraph) -> Layout:
             units: dict[str, list[str]] = {}
             for nid in members[r]:
                 units.setdefault(unit_of(nid), []).append(nid)
-
-            def bary(items: list[str]) -> float:
-                feeds = [pos[s] for nid in items for s in below.get(nid, [])]
-                return sum(feeds) / len(feeds) if feeds else 0.0
-
-            ranked = sorted(units.values(), key=lambda items: (bary(items), items[0]))
-            order[r] = [nid for items in ranked for nid in sorted(items, key=lambda v: bary([v]))]
+            ranked = sorted(units.values(), key=lambda items, pos=pos: (bary(items, pos), items[0]))
+            order[r] = [nid for items in ranked for nid in sorted(items, key=lambda v, pos=pos: bary([v], pos))]
         return order
 
     candidates = [order_rows(["state1", "state0"]), order_rows(["state0", "state1"])]
