@@ -2,7 +2,7 @@
 
 Each cell is given in TF-slim's own encoding (``operations``, ``hiddenstate_indices``,
 ``used_hiddenstates``) so it can be checked line by line against the source; see
-docs NASNET_SPEC.md sections 3 and 7. NASNet-B and -C are deliberately absent: their wiring is
+docs/spec.md §3 and §7. NASNet-B and -C are deliberately absent: their wiring is
 published only as figures.
 """
 from __future__ import annotations
