@@ -19,6 +19,7 @@ import pytest
 
 pytest.importorskip("detectron2")
 
+import nasnet_det.detection  # noqa: E402,F401  (registers the plugin; compat first)
 from nasnet_det.data import synthetic as syn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
