@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.test-installed-stamp
 SHARED ?= ../shared
 
-.PHONY: test test-all demo install install-test clean-venv
+.PHONY: test test-all lint demo install install-test clean-venv
 
 # `make install` / `make demo`: what running needs. `make test` adds the test extra (TensorFlow for
 # the TF-slim converter tests, Ray, timm: several GB) on top.
@@ -33,6 +33,10 @@ test: $(TEST_STAMP)
 
 test-all: $(TEST_STAMP)
 	$(PY) -m pytest -q tests
+
+# ruff.toml holds the rules (E, F, W, I, B; 120 columns). Separate from `test` on purpose.
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 demo: $(STAMP)
 	$(PY) tools/run_demo.py --output output/demo

@@ -27,6 +27,6 @@ setup(
     extras_require={
         "opencv": ["opencv-python"],
         "ray": ["ray[default]"],
-        "test": ["pytest", "pytest-timeout", "hypothesis", "tensorflow-cpu", "timm", "ray[default]"],
+        "test": ["pytest", "pytest-timeout", "hypothesis", "tensorflow-cpu", "timm", "ray[default]", "ruff"],
     },
 )

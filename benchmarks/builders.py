@@ -139,7 +139,7 @@ def training(name: str, impl: str, batch: int, size: int, memory_saving: bool = 
 def detector_cfg(which: str, size: int, proposals: int | None = None):
     """detectron2 config of a detector on CPU with random weights, testing at a fixed ``size``;
     ``proposals`` overrides the config's test-time proposal count (RPN.POST_NMS_TOPK_TEST)."""
-    import nasnet_det  # noqa: F401  (registers the plugin and the stand-in for detectron2's compiled ops)
+    import nasnet_det.detection  # noqa: F401  (registers the plugin and the stand-in for detectron2's compiled ops)
 
     if which == "r50_c4":
         cfg = r50_c4_cfg()
@@ -238,7 +238,7 @@ def _pin_proposals(model: torch.nn.Module, count: int, seed: int) -> None:
 def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0,
                    proposals: int | None = None) -> torch.nn.Module:
     """A detector in eval mode whose RPN yields exactly its config's test proposal count (see ``_pin_proposals``)."""
-    import nasnet_det  # noqa: F401  (see detector_cfg)
+    import nasnet_det.detection  # noqa: F401  (see detector_cfg)
 
     from detectron2.modeling import build_model
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-import nasnet_det  # noqa: F401  (registers the plugin)
+import nasnet_det.detection  # noqa: F401  (registers the plugin)
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage

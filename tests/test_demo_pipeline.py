@@ -1,31 +1,36 @@
-"""``make demo``'s pipeline (tools/run_demo.py) end to end, in seconds: tiny images, two iterations.
+"""``make demo``'s pipeline (``nasnet_det.detection.demo_pipeline``) end to end, in seconds: tiny
+images, two iterations.
 
-This checks the plumbing - dataset -> tools/train_net.py machinery -> COCOEvaluator -> tools/demo.py
--> summary - and that a second run reuses the data and the finished training. Whether the detector
+This checks the plumbing - dataset -> NASNetTrainer -> COCOEvaluator -> VisualizationDemo ->
+summary - and that a second run reuses the data and the finished training. Whether the detector
 really learns is measured by ``make demo`` itself (docs/demo.md), not here.
 """
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("detectron2")
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_run_demo_pipeline_and_rerun(tmp_path, capsys, load_tool):
-    run_demo = load_tool("run_demo")
+
+def test_run_demo_pipeline_and_rerun(tmp_path, capsys):
+    from nasnet_det.detection.demo_pipeline import DemoSettings, run_demo
+
     out = tmp_path / "demo"
-    argv = [
-        "--output", str(out), "--num-train", "4", "--num-val", "3", "--image-size", "64",
-        "--num-pictures", "2", "--threads", "1",
+    settings = DemoSettings(output=str(out), num_train=4, num_val=3, image_size=64, num_pictures=2, threads=1, opts=[
         "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",
         "SOLVER.CHECKPOINT_PERIOD", "1", "DATALOADER.NUM_WORKERS", "0",
         "INPUT.FIXED_SIZE_TRAIN", "(64, 64)", "INPUT.FIXED_SIZE_TEST", "(64, 64)",
         "MODEL.ANCHOR_GENERATOR.SIZES", "[[8, 16, 32]]",
-    ]
-    summary = run_demo.main(argv)
+    ])
+    summary = run_demo(settings)
     printed = capsys.readouterr().out
     assert "COCO bbox AP" in printed and "pictures:" in printed
     assert "Running with full config" not in printed  # the long dumps stay out of the console
@@ -41,8 +46,22 @@ def test_run_demo_pipeline_and_rerun(tmp_path, capsys, load_tool):
     # a second run reuses the dataset and the finished training
     final = out / "train" / "model_final.pth"
     mtime = final.stat().st_mtime_ns
-    again = run_demo.main(argv)
+    again = run_demo(settings)
     printed = capsys.readouterr().out
     assert "dataset reused" in printed and "training already finished" in printed
     assert final.stat().st_mtime_ns == mtime
     assert again["AP"] == pytest.approx(summary["AP"], nan_ok=True)
+
+
+def test_run_demo_cli_bad_config_is_one_error_line(tmp_path):
+    """tools/run_demo.py maps its flags onto DemoSettings and reports a bad config in one line."""
+    missing = tmp_path / "nope.yaml"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_demo.py"), "--output", str(tmp_path / "demo"), "--config-file",
+         str(missing), "--num-train", "1", "--num-val", "1", "--image-size", "32", "--threads", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("run_demo.py: error: ")]
+    assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in result.stderr
+    assert (tmp_path / "demo" / "data" / "annotations" / "train.json").is_file()  # step 1 ran first

@@ -5,11 +5,17 @@ Needs only numpy, OpenCV and pycocotools (the generator does not import torch or
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nasnet_det.detection import synthetic as syn
+from nasnet_det.data import synthetic as syn
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_synthetic_dataset.py"
+
 
 def test_render_is_deterministic_by_seed():
     a_img, a_objs = syn.render_sample(np.random.default_rng([3, 0, 7]))
@@ -99,14 +105,17 @@ def test_spec_rejects_impossible_sizes():
         syn.SyntheticSpec(min_objects=3, max_objects=2)
 
 
-def test_make_synthetic_dataset_cli(tmp_path, capsys, load_tool):
-    tool = load_tool("make_synthetic_dataset")
+def test_make_synthetic_dataset_cli(tmp_path):
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(TOOL), *argv], capture_output=True, text=True, timeout=300)
+
     argv = ["--output", str(tmp_path), "--num-train", "3", "--num-val", "2", "--image-size", "80",
             "--min-radius", "8", "--max-radius", "16"]
-    assert tool.main(argv) == 0
-    assert "wrote 3 train + 2 val" in capsys.readouterr().out
+    first = run(*argv)
+    assert first.returncode == 0, first.stderr
+    assert "wrote 3 train + 2 val" in first.stdout
     assert (tmp_path / "annotations" / "train.json").is_file() and (tmp_path / "val" / "000001.jpg").is_file()
-    assert tool.main(argv) == 0
-    assert "reused" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="max_radius"):
-        tool.main(["--output", str(tmp_path), "--image-size", "40"])
+    again = run(*argv)
+    assert again.returncode == 0 and "reused" in again.stdout
+    bad = run("--output", str(tmp_path), "--image-size", "40")
+    assert bad.returncode != 0 and "make_synthetic_dataset.py: error:" in bad.stderr and "max_radius" in bad.stderr

@@ -1,12 +1,16 @@
-"""tools/demo.py and NASNetPredictor with a randomly initialised small detector (no weights needed).
+"""tools/demo.py, VisualizationDemo and NASNetPredictor with a randomly initialised small detector
+(no weights needed).
 
 Checks the plumbing a user relies on: every input form (files, folders, globs, videos), annotated
 outputs, a results.json that pycocotools accepts with the dataset's own category and image ids,
-the config's test-time resize, and one clear error for a bad input file.
+the config's test-time resize, and one clear error for a bad input file. The command line runs
+as a subprocess, as a user runs it; the rest calls the package directly.
 """
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -15,18 +19,15 @@ import pytest
 
 pytest.importorskip("detectron2")
 
-from nasnet_det.detection import synthetic as syn  # noqa: E402
+import nasnet_det.detection  # noqa: E402,F401  (registers the plugin; compat first)
+from nasnet_det.data import synthetic as syn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "demo.py"
 CONFIG = str(ROOT / "configs" / "nasnet_demo_synthetic.yaml")
 SIZE = 96
 # a fast model: the demo config at 96x96 input
 OPTS = ["INPUT.FIXED_SIZE_TEST", f"({SIZE}, {SIZE})", "MODEL.RPN.POST_NMS_TOPK_TEST", "20"]
-
-
-@pytest.fixture(scope="module")
-def demo(load_tool):
-    return load_tool("demo")
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +37,30 @@ def dataset(tmp_path_factory):
     return syn.make_dataset(root, num_train=1, num_val=4, seed=5, spec=spec)
 
 
-def _run(demo, args, capsys=None):
-    rc = demo.main(["--config-file", CONFIG, "--device", "cpu", "--no-progress", *args, *OPTS])
-    return rc
+def _run(args) -> subprocess.CompletedProcess:
+    """tools/demo.py as a user runs it."""
+    return subprocess.run([sys.executable, str(TOOL), "--config-file", CONFIG, "--device", "cpu", "--no-progress",
+                           *args, *OPTS], capture_output=True, text=True, timeout=600)
 
 
-def test_images_folder_and_results_json(demo, dataset, tmp_path):
+def _demo(fast: bool = False):
+    """A VisualizationDemo without a dataset: generic class names, contiguous ids."""
+    from nasnet_det.detection.predictor import NASNetPredictor
+    from nasnet_det.detection.visualization import VisualizationDemo, load_class_info, load_demo_config
+
+    cfg = load_demo_config(CONFIG, OPTS, "cpu", 0.0)
+    info = load_class_info(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    return VisualizationDemo(NASNetPredictor(cfg, optimize=fast), info)
+
+
+def test_images_folder_and_results_json(dataset, tmp_path):
     from pycocotools.coco import COCO
 
     out = tmp_path / "out"
-    rc = _run(demo, ["--input", str(dataset.val_images), "--output", str(out), "--dataset-json",
-                     str(dataset.val_json), "--confidence-threshold", "0.0"])
-    assert rc == 0
+    result = _run(["--input", str(dataset.val_images), "--output", str(out), "--dataset-json",
+                   str(dataset.val_json), "--confidence-threshold", "0.0"])
+    assert result.returncode == 0, result.stderr
+    assert f"pictures in {out}/" in result.stdout
     pictures = sorted(out.glob("*.jpg"))
     assert [p.name for p in pictures] == [f"{i:06d}.jpg" for i in range(4)]
     drawn = cv2.imread(str(pictures[0]))
@@ -68,7 +81,9 @@ def test_images_folder_and_results_json(demo, dataset, tmp_path):
     assert len(index["images"]) == 4 and [c["name"] for c in index["categories"]][:2] == ["circle", "square"]
 
 
-def test_globs_videos_and_unknown_dataset(demo, dataset, tmp_path):
+def test_globs_videos_and_unknown_dataset(dataset, tmp_path):
+    from nasnet_det.detection.visualization import expand_inputs
+
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (SIZE, SIZE))
     assert writer.isOpened()
@@ -77,8 +92,8 @@ def test_globs_videos_and_unknown_dataset(demo, dataset, tmp_path):
     writer.release()
     out = tmp_path / "out"
     pattern = str(dataset.val_images / "00000[01].jpg")
-    rc = _run(demo, ["--input", pattern, str(video), "--output", str(out), "--confidence-threshold", "0.0", "--fast"])
-    assert rc == 0
+    summary = _demo(fast=True).annotate(expand_inputs([pattern, str(video)]), out, progress=False)
+    assert summary["num_images"] == 5
     index = json.loads((out / "images.json").read_text())["images"]
     assert [im["file_name"] for im in index] == ["000000.jpg", "000001.jpg", "clip.avi", "clip.avi", "clip.avi"]
     assert [im.get("frame") for im in index[2:]] == [0, 1, 2]
@@ -93,31 +108,32 @@ def test_globs_videos_and_unknown_dataset(demo, dataset, tmp_path):
     assert {r["category_id"] for r in results} <= set(range(5))
 
 
-@pytest.mark.parametrize("bad", ["corrupt", "missing", "empty_glob"])
-def test_bad_input_gives_one_clear_error(demo, dataset, tmp_path, capsys, bad):
-    if bad == "corrupt":
-        target = tmp_path / "broken.jpg"
-        target.write_bytes((dataset.val_images / "000000.jpg").read_bytes()[:200])  # truncated JPEG
-    elif bad == "missing":
-        target = tmp_path / "nowhere.jpg"
-    else:
-        target = tmp_path / "*.png"
-    rc = _run(demo, ["--input", str(dataset.val_images / "000000.jpg"), str(target), "--output",
-                     str(tmp_path / "out")])
-    err = capsys.readouterr().err
-    assert rc == 2
-    lines = [line for line in err.splitlines() if line.startswith("demo.py: error")]
-    assert len(lines) == 1 and str(target) in lines[0], err
-    assert "Traceback" not in err
+@pytest.mark.parametrize("bad", ["missing", "empty_glob", "empty_folder"])
+def test_an_input_that_names_nothing_is_named(tmp_path, bad):
+    from nasnet_det.detection.visualization import InputError, expand_inputs
+
+    target = {"missing": tmp_path / "nowhere.jpg", "empty_glob": tmp_path / "*.png", "empty_folder": tmp_path}[bad]
+    with pytest.raises(InputError, match="input (file|pattern|folder)") as err:
+        expand_inputs([str(target)])
+    assert str(target) in str(err.value)
+
+
+def test_bad_input_gives_one_clear_error(dataset, tmp_path):
+    target = tmp_path / "broken.jpg"
+    target.write_bytes((dataset.val_images / "000000.jpg").read_bytes()[:200])  # truncated JPEG
+    result = _run(["--input", str(dataset.val_images / "000000.jpg"), str(target), "--output", str(tmp_path / "out")])
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("demo.py: error")]
+    assert len(lines) == 1 and str(target) in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "results.json").exists()  # a failed run writes no results
 
 
 @pytest.mark.parametrize("flag", ["--weights", "--dataset-json"])
-def test_missing_weights_or_dataset_json_is_named(demo, dataset, tmp_path, capsys, flag):
+def test_missing_weights_or_dataset_json_is_named(dataset, tmp_path, flag):
     missing = str(tmp_path / ("nope.pth" if flag == "--weights" else "nope.json"))
-    rc = _run(demo, ["--input", str(dataset.val_images / "000000.jpg"), "--output", str(tmp_path / "out"),
-                     flag, missing])
-    err = capsys.readouterr().err
-    assert rc == 2 and missing in err and "Traceback" not in err
+    result = _run(["--input", str(dataset.val_images / "000000.jpg"), "--output", str(tmp_path / "out"), flag, missing])
+    assert result.returncode == 2 and missing in result.stderr and "Traceback" not in result.stderr
 
 
 def test_predictor_uses_the_configs_test_resize(dataset):

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("detectron2")
 
-import nasnet_det  # noqa: E402,F401  (registers the plugin)
+import nasnet_det.detection  # noqa: E402,F401  (registers the plugin)
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402

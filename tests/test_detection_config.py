@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import nasnet_det  # noqa: F401  (registers the plugin; compat first)
+import nasnet_det.detection  # noqa: F401  (registers the plugin; compat first)
 from detectron2.config import get_cfg
 
 from nasnet_det.detection.config import add_nasnet_config, load_config

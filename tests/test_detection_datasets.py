@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-import nasnet_det  # noqa: F401  (registers the plugin; compat first)
+import nasnet_det.detection  # noqa: F401  (registers the plugin; compat first)
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from nasnet_det.detection.config import load_config

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("detectron2")
 
-import nasnet_det  # noqa: E402,F401  (registers the plugin; compat first)
+import nasnet_det.detection  # noqa: E402,F401  (registers the plugin; compat first)
 
 from test_detection_common import (  # noqa: E402
     CONFIGS,

@@ -13,14 +13,8 @@ import pytest
 
 from nasnet_det import visualize
 from nasnet_det.space import NASNET_A, CellSpec, get_genotype, list_genotypes
-from nasnet_det.space.diagram import (
-    COMBINE_LABELS,
-    GAP,
-    OP_LABELS,
-    cell_graph,
-    genotype_dot,
-    layout_cell,
-)
+from nasnet_det.space.diagram import COMBINE_LABELS, OP_LABELS, cell_graph, genotype_dot
+from nasnet_det.visualize.layout import GAP, layout_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "draw_cell.py"
@@ -119,10 +113,11 @@ def test_dot_output_needs_no_renderer(monkeypatch, tmp_path):
         (["{tmp}/missing.json", "--out", "{tmp}/cell.png"], "missing.json: genotype file not found"),
     ],
 )
-def test_cli_bad_input_gives_one_clear_error(argv, message, tmp_path, capsys, load_tool):
-    tool = load_tool("draw_cell")
-    assert tool.main([arg.format(tmp=tmp_path) for arg in argv]) == 2
-    err = capsys.readouterr().err.strip()
+def test_cli_bad_input_gives_one_clear_error(argv, message, tmp_path):
+    result = subprocess.run([sys.executable, str(TOOL), *[arg.format(tmp=tmp_path) for arg in argv]],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    err = result.stderr.strip()
     assert err.startswith("draw_cell.py: error: ") and message in err and "\n" not in err
     assert not any(tmp_path.iterdir())
 

@@ -31,6 +31,8 @@ def _cells(net: nn.Module) -> list[nn.Module]:
 # ------------------------------------------------------------------------------ detection
 def _detector(norm: str, memory_saving: bool) -> nn.Module:
     pytest.importorskip("detectron2")
+    import nasnet_det.detection  # noqa: F401  (first: registers the plugin and the compat layer)
+    # isort: split
     from detectron2.modeling import build_model
 
     from nasnet_det.detection import load_config

@@ -223,6 +223,8 @@ def test_checkpointing_is_inert_in_eval_and_no_grad():
 
 @pytest.mark.skipif(importlib.util.find_spec("detectron2") is None, reason="detectron2 is not installed")
 def test_detector_stages_match_after_optimizing():
+    import nasnet_det.detection  # noqa: F401  (first: registers the plugin and the compat layer)
+    # isort: split
     from detectron2.modeling import build_model
 
     from benchmarks.builders import detector_cfg

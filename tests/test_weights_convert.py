@@ -128,7 +128,7 @@ def _check_outputs_agree(timm_large, converted_large, size: int = 64, count: int
     """Top-1 agreement on real images; the residual difference is timm's padded stride-2 avg pool.
 
     With timm's AvgPool2dSame replaced by a TF-exact one the logits agree to float precision,
-    which pins every difference on NASNET_SPEC section 9.3 (border averages counting padding).
+    which pins every difference on docs/spec.md §9 item 3 (border averages counting padding).
     """
     # Any size works for both (dynamic SAME padding); small images keep the CPU time low.
     images = _real_images(size, count)

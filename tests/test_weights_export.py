@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("detectron2")
 
-import nasnet_det  # noqa: E402  (registers the detectron2 plugin)
+import nasnet_det.detection  # noqa: E402  (registers the detectron2 plugin)
 from nasnet_det.weights import WeightsError, save_weights  # noqa: E402
 from nasnet_det.weights.export import DETECTOR_ONLY_PREFIXES, export_to_detectron2  # noqa: E402
 

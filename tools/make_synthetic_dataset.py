@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from nasnet_det.detection.synthetic import SHAPES, SyntheticSpec, make_dataset  # noqa: E402
+from nasnet_det.data.synthetic import SHAPES, SyntheticSpec, make_dataset  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             min_radius=args.min_radius, max_radius=args.max_radius,
         )
     except ValueError as err:
-        raise SystemExit(f"make_synthetic_dataset.py: error: {err}")
+        raise SystemExit(f"make_synthetic_dataset.py: error: {err}") from None
     ds = make_dataset(args.output, args.num_train, args.num_val, args.seed, spec)
     print(f"{'reused' if ds.reused else 'wrote'} {args.num_train} train + {args.num_val} val images under {ds.root}")
     print(f"  train: --dataset-json {ds.train_json} --image-root {ds.train_images}")

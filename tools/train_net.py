@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import sys
 
-import nasnet_det  # noqa: F401  (first: registers the backbone, ROI heads and compat layer)
+import nasnet_det.detection  # noqa: F401  (first: registers the backbone, ROI heads and compat layer)
 from nasnet_det.config import config_yaml
 from nasnet_det.errors import NASNetError
 from nasnet_det.detection import (

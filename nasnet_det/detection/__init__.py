@@ -6,13 +6,13 @@ registers ``build_nasnet_backbone`` (BACKBONE_REGISTRY) and ``NASNetROIHeads``
 (ROI_HEADS_REGISTRY) with detectron2.
 """
 from . import compat  # noqa: F401  (must stay first)
-from .config import ConfigError, add_nasnet_config, load_config
 from .backbone import NASNetBackbone, build_nasnet_backbone
-from .roi_heads import NASNetROIHeads, NASNetSecondStage
 from .checkpoint_mapping import classifier_to_detector_state_dict
+from .config import ConfigError, add_nasnet_config, load_config
 from .data import ImageReadError, NASNetDatasetMapper, build_resize_augmentations
 from .datasets import DatasetError, check_datasets, register_coco_json
 from .hooks import DropPathScheduleHook, set_drop_path_progress
+from .roi_heads import NASNetROIHeads, NASNetSecondStage
 from .split_nasnet import NASNetConfigError
 from .trainer import NASNetTrainer, build_checkpointer
 

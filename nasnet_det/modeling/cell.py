@@ -3,7 +3,7 @@
 Built-in (NASNet-A, PNASNet-5, AmoebaNet-A) and searched genotypes all go through this class, so a
 bug fixed here is fixed for all of them. The wiring follows ``nasnet_utils.BaseCell``:
 
-1. ``h_{i-1}`` adjustment (docs NASNET_SPEC.md section 2): (a) no previous state -> the raw current
+1. ``h_{i-1}`` adjustment (docs/spec.md §2): (a) no previous state -> the raw current
    input; (b) larger spatial size -> ReLU + factorized reduction; (c) other width -> ReLU-1x1-BN;
    (d) otherwise unchanged. ``h_i`` always goes through ReLU-1x1-BN to F.
 2. Each block applies its two ops (stride 2 only on ops reading h_i / h_{i-1} in a stride-2 cell),

@@ -3,7 +3,7 @@
 Why one dataclass: the presets, ``build_nasnet``'s "N @ P" sizing, configs and checkpoints all
 describe a network the same way, and ``model.config`` records exactly what was built. Configs
 name a preset and the fields that differ; ``factory.resolve_network`` turns that into one of these. Values are
-TF's (docs NASNET_SPEC.md sections 4 and 7; AmoebaNet from tensorflow/tpu ``amoeba_net``).
+TF's (docs/spec.md §4 and §7; AmoebaNet from tensorflow/tpu ``amoeba_net``).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ScheduledDropPath exactly as TF-slim computes it (docs NASNET_SPEC.md section 5).
+"""ScheduledDropPath exactly as TF-slim computes it (docs/spec.md §5).
 
 Why a schedule: dropping whole paths hurts early training, so the drop rate grows linearly with
 training progress t and (TF's default 'v3') with the cell's depth in the network:

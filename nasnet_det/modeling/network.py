@@ -1,7 +1,7 @@
 """The NASNet network skeletons (CIFAR and ImageNet), the head and the auxiliary head.
 
 One class covers NASNet-A, PNASNet-5 and AmoebaNet-A: they differ only in the genotype and in
-``NASNetConfig`` (docs NASNET_SPEC.md sections 4 and 7). The cells sit in ONE ``nn.ModuleList`` in
+``NASNetConfig`` (docs/spec.md §4 and §7). The cells sit in ONE ``nn.ModuleList`` in
 forward order so the detection code can run any contiguous slice (``forward_cells``).
 
 Options that change how (never what) the network computes are flags set by methods, not

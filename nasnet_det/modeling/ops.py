@@ -8,7 +8,7 @@ kind. Each module class that owns BatchNorms declares which convolution feeds ea
 Every op maps ``C_in`` input channels to ``F`` output channels (the cell's filter count), so a
 genotype can wire any op to any state: a state whose width differs from F (the raw stem output,
 or a block combined by ``concat``) is projected inside the op, the way TF-slim's ``nasnet_utils``
-does it. Module names follow the TF scopes (docs NASNET_SPEC.md section 9) so that weight
+does it. Module names follow the TF scopes (docs/spec.md §9) so that weight
 converters can map checkpoints by name.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ Why this exists: TF pads ``total = max((ceil(n/s) - 1) * s + k_eff - n, 0)`` cel
 puts the odd one at the bottom/right. At stride 2 on an even size that is asymmetric, which
 PyTorch's symmetric ``padding=`` cannot express: it gives the same output shape but windows shifted
 by one pixel, so published TF checkpoints would not reproduce. TF's average pooling also divides by
-the number of *real* cells under the window (padding excluded). See docs NASNET_SPEC.md section 9.
+the number of *real* cells under the window (padding excluded). See docs/spec.md §9.
 
 Fast path: whenever the TF padding is symmetric (always at stride 1 with odd kernels; at stride 2
 on odd sizes) the op's own padding argument is used, so no extra tensor is materialized.

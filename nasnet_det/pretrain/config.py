@@ -4,7 +4,7 @@ Why a strict schema: a long ImageNet run that silently ignores ``optim.lr_decay_
 ``lr_decay_epochs``) wastes days, so every unknown key, wrong type or missing path is an error that
 names the key (``nasnet_det.config`` loads and type-checks; ``PretrainConfig.validate`` checks
 ranges, paths and the network). Defaults are the paper's recipe (appendix A.7 and the TF-slim
-training notes of ``nasnet.py``, docs NASNET_SPEC.md section 4); family-specific values (weight
+training notes of ``nasnet.py``, docs/spec.md §4); family-specific values (weight
 decay, clipping) resolve from the model preset when left ``null``.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..config import Config
 from ..errors import ConfigError, GenotypeError
 
 
-# L2 weight decay (slim ``l2_regularizer`` scale) per model family, docs NASNET_SPEC.md section 2.
+# L2 weight decay (slim ``l2_regularizer`` scale) per model family, docs/spec.md §2.
 FAMILY_WEIGHT_DECAY = {"cifar": 5e-4, "mobile": 4e-5, "large": 5e-5}
 # Gradient clipping by global norm from the TF-slim training notes (CIFAR 5, ImageNet 10).
 FAMILY_CLIP_NORM = {"cifar": 5.0, "mobile": 10.0, "large": 10.0}

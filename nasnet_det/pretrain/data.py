@@ -11,40 +11,17 @@ run on 2 processes sees exactly the images a 1-process run with the same global 
 """
 from __future__ import annotations
 
-import os
 from typing import Iterable, Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from ..data.image_folder import scan_image_folder
 from ..errors import ConfigError, DataError, NASNetError
 
 # Inputs scaled to [-1, 1], as the TF-slim (and published) NASNet checkpoints expect.
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
-
-
-def scan_image_folder(root: str, per_class_limit: int = 0) -> tuple[list[str], list[tuple[str, int]]]:
-    """``root/<class>/*.<ext>`` -> (sorted class names, [(path, class index)]), first N per class.
-
-    An empty class folder is an error, not skipped: it would still take a class index (and a
-    logit) that no image ever trains.
-    """
-    if not os.path.isdir(root):
-        raise DataError(f"dataset folder {root!r} does not exist")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise DataError(f"dataset folder {root!r} has no class sub-folders (expected {root}/<class>/*.jpg)")
-    samples: list[tuple[str, int]] = []
-    for ci, name in enumerate(classes):
-        files = sorted(f for f in os.listdir(os.path.join(root, name)) if f.lower().endswith(IMAGE_EXTENSIONS))
-        if not files:
-            raise DataError(f"class folder {os.path.join(root, name)!r} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                            "add images or remove the folder (every sub-folder is a class)")
-        if per_class_limit > 0:
-            files = files[:per_class_limit]
-        samples.extend((os.path.join(root, name, f), ci) for f in files)
-    return classes, samples
 
 
 def check_classes(train_dir: str, classes: list[str], val_dir: str, val_classes: list[str] | None,

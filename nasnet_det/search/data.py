@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 
 from ..config import Config
+from ..data.image_folder import scan_image_folder
 from ..errors import DataError
+from .config import DataConfig
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
 _CACHE: dict[tuple, "ChildData"] = {}
 
 
@@ -73,18 +74,10 @@ def _list_imagefolder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     folder = root / "train" if (root / "train").is_dir() else root
     if not folder.is_dir():
         raise DataError(f"{root}: dataset folder not found (expected <root>/train/<class>/<images>)")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    classes, samples = scan_image_folder(folder)
     if len(classes) < 2:
         raise DataError(f"{folder}: expected one sub-folder per class, found {len(classes)}")
-    paths, labels = [], []
-    for label, name in enumerate(classes):
-        images = [p for p in sorted((folder / name).iterdir()) if p.suffix.lower() in _IMAGE_SUFFIXES]
-        if not images:
-            raise DataError(f"{folder / name}: class {name!r} has no images "
-                            f"({', '.join(sorted(_IMAGE_SUFFIXES))}); add some or remove the folder")
-        paths += images
-        labels += [label] * len(images)
-    return paths, labels, classes
+    return [Path(path) for path, _ in samples], [label for _, label in samples], classes
 
 
 def _split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,14 +25,12 @@ from typing import Any, Callable
 
 import yaml
 
-from nasnet_det.space import SearchSpace
-
 from ..durable import OutputLock, atomic_write_text
 from ..errors import StateError
 from .config import SearchConfig
 from .executors import Executor, ExecutorBroken, build_executor, is_retryable
 from .state import LEGACY_STATE_NAME, STATE_NAME, load_legacy_state, load_state, save_state
-from .strategies import Proposal, Strategy, build_strategy
+from .strategies import Proposal, Strategy, build_strategy, space_of
 from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog, append_lines
 
 LOG_NAME = "trials.jsonl"
@@ -60,10 +58,6 @@ class SearchSummary:
     seconds: float
     updates: int
     first_failure: str | None = None  # "trial <id>: <cause>" of the first failed trial, if any
-
-
-def space_of(cfg: SearchConfig) -> SearchSpace:
-    return SearchSpace(cfg.space.num_blocks, tuple(cfg.space.ops), tuple(cfg.space.combines))
 
 
 def trial_seed(base: int, trial_id: int) -> int:

@@ -306,9 +306,14 @@ class FixedList(Strategy):
         return Proposal(self.items[index], {"list_index": index})
 
 
+def space_of(cfg: SearchConfig) -> SearchSpace:
+    """The search space ``cfg.space`` describes: the one place a config becomes a ``SearchSpace``."""
+    return SearchSpace(cfg.space.num_blocks, tuple(cfg.space.ops), tuple(cfg.space.combines))
+
+
 def build_strategy(cfg: SearchConfig, space: SearchSpace | None = None) -> Strategy:
     """The strategy named by ``cfg.strategy``, seeded by ``cfg.seed``."""
-    space = space or SearchSpace(cfg.space.num_blocks, tuple(cfg.space.ops), tuple(cfg.space.combines))
+    space = space or space_of(cfg)
     if cfg.strategy == "random":
         return RandomSearch(space, cfg.seed)
     if cfg.strategy == "evolution":

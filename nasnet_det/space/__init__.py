@@ -10,6 +10,7 @@ from .named import (
     list_genotypes,
     register_genotype,
     resolve_genotype,
+    resolve_genotype_setting,
 )
 from .ops import (
     COMBINES, EXTENDED_COMBINES, OP_REGISTRY, OPS, PAPER_COMBINES, PAPER_OPS, TF_OP_NAMES, OpSpec, get_op,
@@ -20,5 +21,5 @@ __all__ = [
     "AMOEBANET_A", "DARTS_V2", "NASNET_A", "PNASNET_5", "Block", "CellSpec", "Genotype",
     "GenotypeError", "OpSpec", "SearchSpace", "cell_dot", "genotype_dot", "COMBINES", "EXTENDED_COMBINES", "OPS",
     "OP_REGISTRY", "PAPER_COMBINES", "PAPER_OPS", "TF_OP_NAMES", "get_genotype", "get_op", "list_genotypes",
-    "register_genotype", "resolve_genotype", "unused_states",
+    "register_genotype", "resolve_genotype", "resolve_genotype_setting", "unused_states",
 ]

@@ -2,7 +2,7 @@
 
 Each cell is given in TF-slim's own encoding (``operations``, ``hiddenstate_indices``,
 ``used_hiddenstates``) so it can be checked line by line against the source; see
-docs NASNET_SPEC.md sections 3 and 7. NASNet-B and -C are deliberately absent: their wiring is
+docs/spec.md §3 and §7. NASNet-B and -C are deliberately absent: their wiring is
 published only as figures.
 """
 from __future__ import annotations
@@ -140,6 +140,16 @@ def resolve_genotype(spec: "str | Path | Genotype") -> Genotype:
     if text.endswith(".json") or is_file(text):
         return Genotype.from_json(Path(text))
     return get_genotype(text)
+
+
+def resolve_genotype_setting(key: str, spec: "str | Path | Genotype") -> Genotype:
+    """``resolve_genotype`` for the value of config key ``key``: a bad value raises a GenotypeError
+    that starts ``key=value:``, so every config layer (detection's MODEL.NASNET.GENOTYPE,
+    pretraining's model.genotype) reports a bad genotype in the same words."""
+    try:
+        return resolve_genotype(spec)
+    except GenotypeError as err:
+        raise GenotypeError(f"{key}={spec!r}: {err}") from err
 
 
 for _g in (NASNET_A, PNASNET_5, AMOEBANET_A, DARTS_V2):

@@ -5,7 +5,7 @@ reason; each TARGET tensor is filled (``num_batches_tracked`` counters, which no
 set to 0 and listed as defaulted); otherwise a WeightsError lists what is missing. The result is a
 ``(state_dict, ConversionReport)`` for our ``NASNet`` built with the matching config.
 
-Naming (docs NASNET_SPEC.md section 9): the PyTorch ports name cells ``cell_stem_0``, ``cell_k``,
+Naming (docs/spec.md §9): the PyTorch ports name cells ``cell_stem_0``, ``cell_k``,
 ``reduction_cell_r`` and ops ``comb_iter_k_{left,right}`` exactly like TF's scopes, and so do we,
 inside ``cells.<position>``. The differences we translate:
 

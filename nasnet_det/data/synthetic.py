@@ -59,10 +59,9 @@ def _star() -> np.ndarray:
 
 
 def _cross() -> np.ndarray:
-    w, l = 0.3, 0.95
-    return np.array(
-        [[-w, -l], [w, -l], [w, -w], [l, -w], [l, w], [w, w], [w, l], [-w, l], [-w, w], [-l, w], [-l, -w], [-w, -w]]
-    )
+    w, arm = 0.3, 0.95  # half the bar width, half the bar length
+    return np.array([[-w, -arm], [w, -arm], [w, -w], [arm, -w], [arm, w], [w, w], [w, arm], [-w, arm], [-w, w],
+                     [-arm, w], [-arm, -w], [-w, -w]])
 
 
 @dataclass(frozen=True)
@@ -244,7 +243,8 @@ def write_split(
                 }
             )
     coco = {
-        "info": {"description": f"nasnet_det synthetic shapes, split {split}, seed {seed}", "version": str(GENERATOR_VERSION)},
+        "info": {"description": f"nasnet_det synthetic shapes, split {split}, seed {seed}",
+                 "version": str(GENERATOR_VERSION)},
         "licenses": [],
         "images": images,
         "annotations": annotations,

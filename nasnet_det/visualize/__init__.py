@@ -1,6 +1,7 @@
 """Draw NASNet cells to files: .dot always, .png/.svg/.pdf with Graphviz or, without it, matplotlib.
 
-The graph itself comes from ``nasnet_det.space.diagram``; this module only renders it. Graphviz
+The graph itself comes from ``nasnet_det.space.diagram`` (what the cell is); positions for the
+matplotlib fallback come from ``nasnet_det.visualize.layout``; this module renders. Graphviz
 (the ``dot`` binary) is preferred where installed because its edge routing is the reference look;
 the matplotlib fallback draws the same nodes and edges with a layered layout, so the project can
 produce a picture on a machine with nothing but the Python environment.
@@ -14,16 +15,10 @@ import subprocess
 from pathlib import Path
 from typing import Literal
 
-from .space.diagram import (
-    CellChoice,
-    CellGraph,
-    Layout,
-    genotype_graphs,
-    graphs_dot,
-    layout_cell,
-)
-from .space.genotype import Genotype
-from .errors import NASNetError
+from ..errors import NASNetError
+from ..space.diagram import CellChoice, CellGraph, genotype_graphs, graphs_dot
+from ..space.genotype import Genotype
+from .layout import Layout, layout_cell
 
 Engine = Literal["auto", "graphviz", "matplotlib"]
 
@@ -152,7 +147,7 @@ def render_matplotlib(graphs: list[CellGraph], out: Path, fmt: str) -> None:
     from matplotlib.figure import Figure
 
     layouts = [layout_cell(g) for g in graphs]
-    ymax = max(l.bounds[3] for l in layouts)
+    ymax = max(layout.bounds[3] for layout in layouts)
     placed = []  # (layout, x shift, y shift): side by side, tops aligned under the titles
     cursor = _MARGIN
     for layout in layouts:
@@ -161,7 +156,7 @@ def render_matplotlib(graphs: list[CellGraph], out: Path, fmt: str) -> None:
         width = max(xmax - xmin, title_width)
         placed.append((layout, cursor + width / 2 - (xmin + xmax) / 2, ymax - top))
         cursor += width + 2 * _MARGIN
-    ymin = min(l.bounds[2] + dy for l, _, dy in placed)
+    ymin = min(layout.bounds[2] + dy for layout, _, dy in placed)
     fig_w = cursor - _MARGIN
     fig_h = (ymax - ymin) + _TITLE_SPACE + _MARGIN
     fig = Figure(figsize=(fig_w, fig_h))
