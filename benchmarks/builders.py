@@ -238,9 +238,9 @@ def _pin_proposals(model: torch.nn.Module, count: int, seed: int) -> None:
 def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0,
                    proposals: int | None = None) -> torch.nn.Module:
     """A detector in eval mode whose RPN yields exactly its config's test proposal count (see ``_pin_proposals``)."""
-    import nasnet_det.detection  # noqa: F401  (see detector_cfg)
-
     from detectron2.modeling import build_model
+
+    import nasnet_det.detection  # noqa: F401  (see detector_cfg)
 
     torch.manual_seed(seed)
     cfg = detector_cfg(which, size, proposals)

@@ -17,7 +17,13 @@ import torch
 
 from benchmarks import builders
 from benchmarks.common import (
-    apply_threads, base_parser, machine_info, measure_memory, print_table, time_alternating, write_json,
+    apply_threads,
+    base_parser,
+    machine_info,
+    measure_memory,
+    print_table,
+    time_alternating,
+    write_json,
 )
 
 SIZES = {"nasnet_a_large": 331, "pnasnet5_large": 331, "nasnet_a_mobile": 224}

@@ -21,10 +21,13 @@ from pathlib import Path
 
 import torch
 
-import nasnet_det.detection  # noqa: F401  (registers the plugin)
+import nasnet_det.detection  # noqa: F401, I001  (registers the plugin)
+
+# isort: split
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+
 from nasnet_det.detection import NASNetDatasetMapper, load_config, register_coco_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,13 @@ from typing import Any
 
 from benchmarks import builders
 from benchmarks.common import (
-    apply_threads, base_parser, machine_info, measure_memory, print_table, time_alternating, write_json,
+    apply_threads,
+    base_parser,
+    machine_info,
+    measure_memory,
+    print_table,
+    time_alternating,
+    write_json,
 )
 
 NASNETS = {"mobile": "nasnet_mobile", "large": "nasnet_large"}

@@ -17,7 +17,13 @@ from typing import Any
 
 from benchmarks import builders
 from benchmarks.common import (
-    apply_threads, base_parser, machine_info, measure_memory, print_table, time_alternating, write_json,
+    apply_threads,
+    base_parser,
+    machine_info,
+    measure_memory,
+    print_table,
+    time_alternating,
+    write_json,
 )
 
 CONTENDERS = {"timm": dict(impl="timm"), "ours": dict(impl="ours"), "ours_ckpt": dict(impl="ours", memory_saving=True),

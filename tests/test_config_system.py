@@ -14,7 +14,8 @@ from nasnet_det.detection.config import load_config as load_detection
 from nasnet_det.errors import ConfigError
 from nasnet_det.modeling import create_model, resolve_network
 from nasnet_det.pretrain import load_config as load_pretrain
-from nasnet_det.search import config_from_dict, load_config as load_search
+from nasnet_det.search import config_from_dict
+from nasnet_det.search import load_config as load_search
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "nasnet_demo_synthetic.yaml")

@@ -11,32 +11,31 @@ import torch
 
 pytest.importorskip("detectron2")
 
-import nasnet_det.detection  # noqa: E402,F401  (registers the plugin)
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
+from test_detection_common import (  # noqa: E402
+    COCO_MINI_TRAIN_IMAGES,
+    COCO_MINI_TRAIN_JSON,
+    CONFIGS,
+    requires_coco_mini,
+    tiny_opts,
+    write_coco_subset,
+)
+
+import nasnet_det.detection  # noqa: E402,F401  (registers the plugin)
 from nasnet_det.detection import (  # noqa: E402
     ConfigError,
     DatasetError,
     ImageReadError,
     NASNetDatasetMapper,
     classifier_to_detector_state_dict,
+    compat,  # noqa: E402
     load_config,
     register_coco_json,
     set_drop_path_progress,
 )
-from nasnet_det.detection import compat  # noqa: E402
 from nasnet_det.detection.checkpoint_mapping import BACKBONE_PREFIX, ROI_HEAD_PREFIX  # noqa: E402
-
-from test_detection_common import (  # noqa: E402
-    CONFIGS,
-    COCO_MINI_TRAIN_IMAGES,
-    COCO_MINI_TRAIN_JSON,
-    requires_coco_mini,
-    tiny_opts,
-    write_coco_subset,
-)
-
 
 MOBILE = str(CONFIGS / "nasnet_a_mobile_frcnn.yaml")
 LARGE = str(CONFIGS / "nasnet_a_large_frcnn.yaml")

@@ -75,8 +75,9 @@ def write_coco_subset(src_json: Path, image_ids, dst_json: Path) -> Path:
 def no_tensorboard(monkeypatch):
     """DefaultTrainer's TensorboardXWriter imports tensorboard (and TensorFlow when installed):
     seconds of start-up per trainer that these tests do not need. metrics.json is kept."""
-    import nasnet_det.detection  # noqa: F401  (compat first: detectron2.engine needs the _C stand-in on v0.6)
     from detectron2.utils.events import EventWriter
+
+    import nasnet_det.detection  # noqa: F401  (compat first: detectron2.engine needs the _C stand-in on v0.6)
 
     class _NoWriter(EventWriter):
         def __init__(self, *args, **kwargs):

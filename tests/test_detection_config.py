@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import nasnet_det.detection  # noqa: F401, I001  (registers the plugin; compat first)
+
+# isort: split
+from detectron2.config import get_cfg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import nasnet_det.detection  # noqa: F401  (registers the plugin; compat first)
-from detectron2.config import get_cfg
 
 from nasnet_det.detection.config import add_nasnet_config, load_config
 from nasnet_det.errors import ConfigError

@@ -17,7 +17,9 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-import nasnet_det.detection  # noqa: F401  (registers the plugin; compat first)
+import nasnet_det.detection  # noqa: F401, I001  (registers the plugin; compat first)
+
+# isort: split
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from nasnet_det.detection.config import load_config

@@ -12,20 +12,19 @@ import pytest
 
 pytest.importorskip("detectron2")
 
-import nasnet_det.detection  # noqa: E402,F401  (registers the plugin; compat first)
-
 from test_detection_common import (  # noqa: E402
-    CONFIGS,
     COCO_MINI_TRAIN_IMAGES,
     COCO_MINI_TRAIN_JSON,
-    no_tensorboard,  # noqa: F401  (fixture)
+    CONFIGS,
     OVERFIT_IMAGE_IDS,
     ROOT,
+    no_tensorboard,  # noqa: F401  (fixture)
     requires_coco_mini,
     tiny_opts,
     write_coco_subset,
 )
 
+import nasnet_det.detection  # noqa: E402,F401  (registers the plugin; compat first)
 
 MOBILE = str(CONFIGS / "nasnet_a_mobile_frcnn.yaml")
 

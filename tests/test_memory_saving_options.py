@@ -34,9 +34,9 @@ def _detector(norm: str, memory_saving: bool) -> nn.Module:
     import nasnet_det.detection  # noqa: F401  (first: registers the plugin and the compat layer)
     # isort: split
     from detectron2.modeling import build_model
+    from test_detection_common import CONFIGS, tiny_opts
 
     from nasnet_det.detection import load_config
-    from test_detection_common import CONFIGS, tiny_opts
 
     opts = tiny_opts(size=64, cells=6, penultimate=96, norm=norm) + ["MODEL.NASNET.MEMORY_SAVING", str(memory_saving)]
     cfg = load_config(str(CONFIGS / "nasnet_a_large_frcnn.yaml"), opts)  # drop path 0.7: RNG replay matters

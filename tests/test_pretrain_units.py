@@ -127,8 +127,12 @@ def test_shipped_configs_parse():
 
 
 def test_training_checkpoint_errors(tmp_path):
-    from nasnet_det.pretrain.checkpoint import (CheckpointError, load_checkpoint, load_model_state_strict,
-                                                save_checkpoint)
+    from nasnet_det.pretrain.checkpoint import (
+        CheckpointError,
+        load_checkpoint,
+        load_model_state_strict,
+        save_checkpoint,
+    )
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     path = save_checkpoint({"model": net.state_dict(), "step": 3}, tmp_path, 3)

@@ -126,12 +126,11 @@ def test_checkpointer_round_trip_is_safe_and_atomic(tmp_path):
 
 
 def test_unsafe_flag_is_the_one_way_out(tmp_path):
+    import torch
     from torch import nn
 
     from nasnet_det.detection import build_checkpointer
     from nasnet_det.errors import WeightsError
-
-    import torch
 
     marker = tmp_path / "marker"
     path = tmp_path / "w.pth"

@@ -318,7 +318,7 @@ def test_a_worker_that_keeps_dying_is_retried_boundedly_then_recorded_failed(tmp
             DyingExecutor.calls += 1
             fut = Future()
             if task["trial_id"] == 1:
-                fut.set_exception(WorkerLost(f"trial 1: worker pid 123 died (killed by signal 9)"))
+                fut.set_exception(WorkerLost("trial 1: worker pid 123 died (killed by signal 9)"))
             else:
                 fut.set_result({"reward": 0.5, "params": 1, "macs": 1, "seconds": 0.0, "worker": "fake"})
             return fut

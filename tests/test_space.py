@@ -7,8 +7,20 @@ import random
 import pytest
 
 from nasnet_det.space import (
-    AMOEBANET_A, DARTS_V2, NASNET_A, PNASNET_5, PAPER_OPS, Block, CellSpec, Genotype, GenotypeError,
-    SearchSpace, get_genotype, list_genotypes, resolve_genotype, unused_states,
+    AMOEBANET_A,
+    DARTS_V2,
+    NASNET_A,
+    PAPER_OPS,
+    PNASNET_5,
+    Block,
+    CellSpec,
+    Genotype,
+    GenotypeError,
+    SearchSpace,
+    get_genotype,
+    list_genotypes,
+    resolve_genotype,
+    unused_states,
 )
 
 NAMED = [NASNET_A, PNASNET_5, AMOEBANET_A, DARTS_V2]

@@ -21,23 +21,25 @@ from __future__ import annotations
 import logging
 import sys
 
-import nasnet_det.detection  # noqa: F401  (first: registers the backbone, ROI heads and compat layer)
+import nasnet_det.detection  # noqa: F401, I001  (first: registers the backbone, ROI heads and compat layer)
+
+# isort: split
+import detectron2.utils.comm as comm
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+
 from nasnet_det.config import config_yaml
-from nasnet_det.errors import NASNetError
 from nasnet_det.detection import (
     ConfigError,
     NASNetTrainer,
     build_checkpointer,
     check_datasets,
+    compat,
     load_config,
     register_coco_json,
 )
-from nasnet_det.detection import compat
 from nasnet_det.detection.checkpoint import resume_candidates
-
-import detectron2.utils.comm as comm
-from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.evaluation import verify_results
+from nasnet_det.errors import NASNetError
 
 TRAIN_NAME = "nasnet_train"
 TEST_NAME = "nasnet_test"

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch import nn
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from torch import nn
 
 from ..modeling.memory import enable_memory_saving
 from .norm import convert_norm, freeze, set_batchnorm_hparams

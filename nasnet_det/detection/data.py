@@ -15,6 +15,7 @@ from typing import Any
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+
 from ..errors import DataError
 
 

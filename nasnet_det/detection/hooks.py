@@ -1,9 +1,8 @@
 """Training hooks the NASNet detector needs on top of DefaultTrainer's."""
 from __future__ import annotations
 
-from torch import nn
-
 from detectron2.engine import HookBase
+from torch import nn
 
 
 def set_drop_path_progress(model: nn.Module, progress: float) -> int:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
-
 from detectron2.layers import FrozenBatchNorm2d, get_norm
+from torch import nn
 
 from .config import SUPPORTED_NORMS
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import WeightsError
 from .checkpoint import NASNetCheckpointer
 from .data import build_resize_augmentations
-from ..errors import WeightsError
 
 __all__ = ["ClassInfo", "NASNetPredictor", "WeightsError", "instances_to_coco_results"]
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads import Res5ROIHeads
+from torch import nn
 
 from ..modeling.memory import enable_memory_saving
 from .norm import convert_norm, set_batchnorm_hparams

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
 import detectron2.utils.comm as comm
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 
 from . import compat

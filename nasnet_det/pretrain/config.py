@@ -16,7 +16,6 @@ from .. import config as cfgsys
 from ..config import Config
 from ..errors import ConfigError, GenotypeError
 
-
 # L2 weight decay (slim ``l2_regularizer`` scale) per model family, docs/spec.md §2.
 FAMILY_WEIGHT_DECAY = {"cifar": 5e-4, "mobile": 4e-5, "large": 5e-5}
 # Gradient clipping by global norm from the TF-slim training notes (CIFAR 5, ImageNet 10).

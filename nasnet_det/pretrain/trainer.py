@@ -21,11 +21,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..durable import OutputLock, atomic_write_json, atomic_write_text
-from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, load_model_state_strict, rng_state,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_state_strict,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .config import ConfigError, PretrainConfig, network_config
-from .data import (GlobalBatchSampler, SeededImageFolder, batches, build_loader, check_classes, eval_transform,
-                   train_transform)
+from .data import (
+    GlobalBatchSampler,
+    SeededImageFolder,
+    batches,
+    build_loader,
+    check_classes,
+    eval_transform,
+    train_transform,
+)
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, cleanup, init_distributed
 from .optim import LRSchedule, ModelEMA, build_optimizer, set_lr
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nasnet_det.space.ops import PAPER_COMBINES, PAPER_OPS
+
 from .. import config as cfgsys
 from ..config import Config
 from ..errors import ConfigError

@@ -17,7 +17,6 @@ import torch
 from ..config import Config
 from ..data.image_folder import scan_image_folder
 from ..errors import DataError
-from .config import DataConfig
 
 _CACHE: dict[tuple, "ChildData"] = {}
 

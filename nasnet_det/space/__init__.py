@@ -13,7 +13,15 @@ from .named import (
     resolve_genotype_setting,
 )
 from .ops import (
-    COMBINES, EXTENDED_COMBINES, OP_REGISTRY, OPS, PAPER_COMBINES, PAPER_OPS, TF_OP_NAMES, OpSpec, get_op,
+    COMBINES,
+    EXTENDED_COMBINES,
+    OP_REGISTRY,
+    OPS,
+    PAPER_COMBINES,
+    PAPER_OPS,
+    TF_OP_NAMES,
+    OpSpec,
+    get_op,
 )
 from .search_space import SearchSpace
 

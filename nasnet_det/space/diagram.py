@@ -14,7 +14,7 @@ Node ids are stable and carry the wiring, so tests and scripts can read a DOT fi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Literal
 
 from .genotype import CellSpec, Genotype

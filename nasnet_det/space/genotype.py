@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from .ops import COMBINES, OPS
 from ..durable import atomic_write_text
 from ..errors import GenotypeError
+from .ops import COMBINES, OPS
 
 _SHORT_REPR = reprlib.Repr()
 _SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 60, 60
