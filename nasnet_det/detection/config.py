@@ -81,17 +81,11 @@ def add_nasnet_config(cfg: CN) -> CN:
 
 def _validate(cfg: CN, source_of: Callable[[str], str]) -> None:
     """Checks that would otherwise fail late (at model build or the first batch) or silently."""
-    from ..space import GenotypeError, resolve_genotype
+    from ..space import resolve_genotype_setting
     from .split_nasnet import network_config
 
-    spec = cfg.MODEL.NASNET.GENOTYPE
-    if spec is not None:
-        try:
-            resolve_genotype(spec)
-        except GenotypeError as err:
-            raise ConfigError(f"MODEL.NASNET.GENOTYPE={spec!r}: {err}") from err
-        except (OSError, ValueError) as err:  # ValueError: e.g. a NUL byte in the path
-            raise ConfigError(f"MODEL.NASNET.GENOTYPE={spec!r}: cannot read the genotype file: {err}") from err
+    if cfg.MODEL.NASNET.GENOTYPE is not None:
+        resolve_genotype_setting("MODEL.NASNET.GENOTYPE", cfg.MODEL.NASNET.GENOTYPE, error=ConfigError)
     try:
         network_config(cfg)
     except ConfigError as err:

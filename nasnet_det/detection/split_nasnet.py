@@ -5,7 +5,8 @@ of ``NETWORK_KEYS`` as overrides, resolved by ``resolve_network`` like every oth
 
 The backbone (first stage) and the ROI head (second stage) each hold a *trimmed* copy of the same
 network under the attribute name ``nasnet``: the backbone keeps the stem convolution ``conv0`` and
-``cells[:split]``, the head keeps ``cells[split:]``; the other positions hold parameter-free ``nn.Identity`` placeholders.
+``cells[:split]``, the head keeps ``cells[split:]``; the other positions hold parameter-free
+``nn.Identity`` placeholders.
 Keeping the full-length ``cells`` list has two purposes:
 
 * ``NASNet.forward_cells(h_prev, h, start, stop)`` runs any slice with the two-input recurrence
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..modeling import NASNet, NASNetConfig, resolve_network
-from ..space import GenotypeError
+from ..space import resolve_genotype_setting
 
 
 class NASNetConfigError(ConfigError):
@@ -71,15 +72,12 @@ def network_config(cfg) -> NASNetConfig:
 
 def build_full_nasnet(cfg) -> nn.Module:
     """The whole network of MODEL.NASNET.*; errors name the offending config key."""
-    spec = cfg.MODEL.NASNET.GENOTYPE
+    if cfg.MODEL.NASNET.GENOTYPE is not None:  # first, so that its error names the key
+        resolve_genotype_setting("MODEL.NASNET.GENOTYPE", cfg.MODEL.NASNET.GENOTYPE, error=NASNetConfigError)
     try:
         return NASNet(network_config(cfg))
     except NASNetConfigError:
         raise
-    except GenotypeError as err:
-        raise NASNetConfigError(f"MODEL.NASNET.GENOTYPE={spec!r}: {err}") from err
-    except OSError as err:
-        raise NASNetConfigError(f"MODEL.NASNET.GENOTYPE={spec!r}: cannot read the genotype file: {err}") from err
     except ConfigError as err:
         raise NASNetConfigError(str(err)) from err
 

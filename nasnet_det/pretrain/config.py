@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from .. import config as cfgsys
 from ..config import Config
-from ..errors import ConfigError, GenotypeError
+from ..errors import ConfigError
 
 # L2 weight decay (slim ``l2_regularizer`` scale) per model family, docs/spec.md §2.
 FAMILY_WEIGHT_DECAY = {"cifar": 5e-4, "mobile": 4e-5, "large": 5e-5}
@@ -158,6 +158,7 @@ def network_config(cfg: PretrainConfig, num_classes: int | None = None, check_fi
     ``check_files=False`` leaves a genotype JSON file unread (it may exist only on the training machine).
     """
     from ..modeling import resolve_network
+    from ..space import resolve_genotype_setting
 
     m = cfg.model
     overrides = dict(m.overrides)
@@ -167,10 +168,9 @@ def network_config(cfg: PretrainConfig, num_classes: int | None = None, check_fi
     if num_classes is not None or m.num_classes is not None:
         overrides["num_classes"] = num_classes if num_classes is not None else m.num_classes
     spell = lambda key: "model.arch" if key == "arch" else f"model.overrides.{key}"  # noqa: E731
-    try:
-        return resolve_network(m.arch, name=spell, **overrides)
-    except GenotypeError as err:  # the same GenotypeError lines detection gives, prefixed with the key
-        raise GenotypeError(f"model.overrides.genotype={spec!r}: {err}") from None
+    if "genotype" in overrides:  # here, so that its error names the key as detection's does
+        overrides["genotype"] = resolve_genotype_setting("model.overrides.genotype", overrides["genotype"])
+    return resolve_network(m.arch, name=spell, **overrides)
 
 
 def _numeric_rules(cfg: PretrainConfig) -> list[tuple[str, Any, Callable[[Any], bool], str]]:

@@ -136,10 +136,12 @@ def validate(cfg: SearchConfig, source: str = "config") -> SearchConfig:
         raise ConfigError(
             f"{source}: child.trainer: {cfg.child.trainer!r} is not 'cifar', 'synthetic' or 'module:function'"
         )
-    from nasnet_det.space import GenotypeError, SearchSpace
+    from nasnet_det.space import GenotypeError
+
+    from .strategies import space_of  # not at the top: strategies imports this module
 
     try:
-        SearchSpace(cfg.space.num_blocks, tuple(cfg.space.ops), tuple(cfg.space.combines))
+        space_of(cfg)
     except GenotypeError as err:
         raise ConfigError(f"{source}: space: {err}") from None
     try:

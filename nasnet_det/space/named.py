@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import NASNetError
 from .genotype import Block, CellSpec, Genotype, GenotypeError, is_file, short_repr
 from .ops import TF_OP_NAMES
 
@@ -142,14 +143,18 @@ def resolve_genotype(spec: "str | Path | Genotype") -> Genotype:
     return get_genotype(text)
 
 
-def resolve_genotype_setting(key: str, spec: "str | Path | Genotype") -> Genotype:
-    """``resolve_genotype`` for the value of config key ``key``: a bad value raises a GenotypeError
-    that starts ``key=value:``, so every config layer (detection's MODEL.NASNET.GENOTYPE,
-    pretraining's model.genotype) reports a bad genotype in the same words."""
+def resolve_genotype_setting(key: str, spec: "str | Path | Genotype",
+                             error: type[NASNetError] = GenotypeError) -> Genotype:
+    """``resolve_genotype`` for the value of config key ``key``; the one place a bad genotype
+    setting becomes an error. It starts ``key=value:``, so every config layer (detection's
+    MODEL.NASNET.GENOTYPE, pretraining's model.overrides.genotype) reports it in the same words;
+    ``error`` is the class the caller's layer raises (detection: its ConfigError)."""
     try:
         return resolve_genotype(spec)
     except GenotypeError as err:
-        raise GenotypeError(f"{key}={spec!r}: {err}") from err
+        raise error(f"{key}={spec!r}: {err}") from err
+    except (OSError, ValueError) as err:  # ValueError: e.g. a NUL byte in the path
+        raise error(f"{key}={spec!r}: cannot read the genotype file: {err}") from err
 
 
 for _g in (NASNET_A, PNASNET_5, AMOEBANET_A, DARTS_V2):
