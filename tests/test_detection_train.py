@@ -67,6 +67,11 @@ def test_train_resume_and_eval_only(tmp_path, no_tensorboard, load_tool):
     assert any(k.startswith("AP-") for k in bbox)  # per-category AP, by class name
     assert (tmp_path / "eval" / "inference" / "nasnet_train" / "coco_instances_results.json").is_file()
 
+    # the saved config.yaml is complete: it records the --dataset-json, so it evaluates on its own
+    again = train_net.main(parse(["--config-file", str(out / "config.yaml"), "--eval-only", "MODEL.WEIGHTS",
+                                  str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval2")]))
+    assert again["bbox"]["AP"] == pytest.approx(bbox["AP"], nan_ok=True)
+
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), *args],

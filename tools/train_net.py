@@ -29,20 +29,9 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 
 from nasnet_det.config import config_yaml
-from nasnet_det.detection import (
-    ConfigError,
-    NASNetTrainer,
-    build_checkpointer,
-    check_datasets,
-    compat,
-    load_config,
-    register_coco_json,
-)
-from nasnet_det.detection.checkpoint import resume_candidates
+from nasnet_det.detection import ConfigError, NASNetTrainer, build_checkpointer, compat
+from nasnet_det.detection.run_config import resolve_run_config, setup_run_config
 from nasnet_det.errors import NASNetError
-
-TRAIN_NAME = "nasnet_train"
-TEST_NAME = "nasnet_test"
 
 
 def build_parser():
@@ -61,32 +50,20 @@ def build_parser():
     return parser
 
 
-def register_cli_datasets(args) -> list[str]:
-    """Register --dataset-json / --test-json and return the config overrides that select them."""
-    opts: list[str] = []
+def _cli_datasets(args) -> dict:
+    """--dataset-json/--image-root and --test-json/--test-image-root as run_config's train/test pairs."""
     if bool(args.dataset_json) != bool(args.image_root):
         raise ConfigError("--dataset-json and --image-root go together")
     if bool(args.test_json) != bool(args.test_image_root):
         raise ConfigError("--test-json and --test-image-root go together")
-    if args.dataset_json:
-        register_coco_json(TRAIN_NAME, args.dataset_json, args.image_root)
-        opts += ["DATASETS.TRAIN", f"('{TRAIN_NAME}',)", "DATASETS.TEST", f"('{TRAIN_NAME}',)"]
-    if args.test_json:
-        register_coco_json(TEST_NAME, args.test_json, args.test_image_root)
-        opts += ["DATASETS.TEST", f"('{TEST_NAME}',)"]
-    return opts
+    return {"train": (args.dataset_json, args.image_root) if args.dataset_json else None,
+            "test": (args.test_json, args.test_image_root) if args.test_json else None}
 
 
 def setup(args):
-    """Config from file + dataset flags + trailing KEY VALUE overrides, then detectron2's setup."""
-    cfg = load_config(args.config_file, register_cli_datasets(args) + list(args.opts), freeze=False)
-    if args.eval_only and not cfg.MODEL.WEIGHTS and not args.allow_random_weights \
-            and not (args.resume and resume_candidates(cfg.OUTPUT_DIR)):
-        raise ConfigError("--eval-only needs the weights to evaluate: add MODEL.WEIGHTS <OUTPUT_DIR>/model_final.pth "
-                          "(or --resume with an OUTPUT_DIR that has checkpoints); --allow-random-weights evaluates "
-                          "a randomly initialised model on purpose")
-    check_datasets(cfg.DATASETS.TEST if args.eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), cfg)
-    cfg.freeze()
+    """The run's config (nasnet_det.detection.run_config), then detectron2's default_setup."""
+    cfg = setup_run_config(args.config_file, list(args.opts), **_cli_datasets(args), eval_only=args.eval_only,
+                           resume=args.resume, allow_random_weights=args.allow_random_weights)
     default_setup(cfg, args)
     return cfg
 
@@ -112,7 +89,7 @@ def invoke_main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         if args.print_config:
-            print(config_yaml(load_config(args.config_file, register_cli_datasets(args) + list(args.opts))), end="")
+            print(config_yaml(resolve_run_config(args.config_file, list(args.opts), **_cli_datasets(args))), end="")
             return
         compat.check_launch(args.num_gpus, args.num_machines, eval_only=args.eval_only)
         if args.num_gpus * args.num_machines <= 1:

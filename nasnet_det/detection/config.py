@@ -76,6 +76,10 @@ def add_nasnet_config(cfg: CN) -> CN:
     # an unknown image_id, a duplicate id) are dropped at registration with one warning, as
     # detectron2 drops empty annotations. True: any such annotation stops the run with an error.
     _C.DATASETS.STRICT_ANNOTATIONS = False
+    # COCO-format jsons the run registers itself: [[name, json_file, image_root], ...]. tools/train_net.py
+    # records its --dataset-json / --test-json here, so that the OUTPUT_DIR/config.yaml it saves is
+    # complete: loading that file registers the same datasets again (see run_config.py).
+    _C.DATASETS.COCO_JSON = []
     return cfg
 
 

@@ -28,8 +28,6 @@ from ..data.synthetic import SHAPES, SyntheticSpec, make_dataset
 __all__ = ["DEFAULT_CONFIG", "DemoSettings", "auto_threads", "run_demo"]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "nasnet_demo_synthetic.yaml"
-TRAIN_NAME = "nasnet_train"
-TEST_NAME = "nasnet_test"
 # long dumps of default_setup / DefaultTrainer that would bury the demo's own output
 _QUIET_PREFIXES = ("Model:\n", "Environment info:", "Running with full config", "Contents of args.config_file",
                    "Command line arguments")
@@ -93,17 +91,11 @@ def _training_config(settings: DemoSettings, ds, train_dir: Path):
     """The demo config on the generated data, set up as ``tools/train_net.py`` sets up a run."""
     from detectron2.engine import default_setup
 
-    from .config import load_config
-    from .datasets import check_datasets, register_coco_json
+    from .run_config import setup_run_config
 
     _quiet_console()
-    register_coco_json(TRAIN_NAME, str(ds.train_json), str(ds.train_images))
-    register_coco_json(TEST_NAME, str(ds.val_json), str(ds.val_images))
-    opts = ["DATASETS.TRAIN", f"('{TRAIN_NAME}',)", "DATASETS.TEST", f"('{TEST_NAME}',)",
-            "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(train_dir), *settings.opts]
-    cfg = load_config(settings.config_file, opts, freeze=False)
-    check_datasets(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), cfg)
-    cfg.freeze()
+    cfg = setup_run_config(settings.config_file, ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(train_dir), *settings.opts],
+                           train=(str(ds.train_json), str(ds.train_images)), test=(str(ds.val_json), str(ds.val_images)))
     # default_setup logs the arguments and the config file, and saves config.yaml in OUTPUT_DIR
     default_setup(cfg, argparse.Namespace(config_file=settings.config_file, eval_only=False, resume=True,
                                           opts=list(settings.opts)))
