@@ -38,7 +38,8 @@ def run_model(name: str, batches: list[int], iters: int | None, warmup: int, mem
               bf16: bool) -> list[dict[str, Any]]:
     size = SIZES[name]
     if not timing:  # memory only: every number comes from fresh subprocesses
-        names = (["timm"] if name in builders.TIMM_PEERS else []) + ["ours", "ours_fast"] + (["ours_bf16"] if bf16 else [])
+        names = ((["timm"] if name in builders.TIMM_PEERS else []) + ["ours", "ours_fast"]
+                 + (["ours_bf16"] if bf16 else []))
         rows = []
         for batch in batches:
             for k in names:
@@ -65,7 +66,7 @@ def run_model(name: str, batches: list[int], iters: int | None, warmup: int, mem
         if timing:
             with torch.inference_mode():
                 outs = {k: m(x) for k, m in models.items()}
-        steps = {k: (lambda m=m: _infer(m, x)) for k, m in models.items()}
+        steps = {k: (lambda m=m, x=x: _infer(m, x)) for k, m in models.items()}
         n = iters or DEFAULT_ITERS.get(batch, 3)
         print(f"== {name} batch {batch} @ {size}: {n} alternating runs of {list(steps)}", flush=True)
         timings = time_alternating(steps, n, warmup=0) if timing else {}  # the equality forwards above warmed up

@@ -41,7 +41,8 @@ COLUMNS = [("detector", "detector", ""), ("size", "input", "d"), ("proposals", "
 def _config_source(which: str) -> str:
     if which == "r50_c4":
         return str(builders.r50_c4_cfg().BENCHMARK_CONFIG_SOURCE)
-    return {"nasnet_mobile": "configs/nasnet_a_mobile_frcnn.yaml", "nasnet_large": "configs/nasnet_a_large_frcnn.yaml"}[which]
+    return {"nasnet_mobile": "configs/nasnet_a_mobile_frcnn.yaml",
+            "nasnet_large": "configs/nasnet_a_large_frcnn.yaml"}[which]
 
 
 def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, Any]]:

@@ -86,7 +86,8 @@ def build(results: Path) -> str:
     if bf16:
         parts.append(_section(f"bf16 autocast (AMX) inference, its own side-by-side run {_when(bf16)}", bf16["rows"], [
             ("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d"), ("img_s", "img/s", ".3f"),
-            ("speedup_vs_timm", "x timm (wall)", ".2f"), ("rel_diff_vs_ours_plain", "max rel diff vs ours plain", ".1e"),
+            ("speedup_vs_timm", "x timm (wall)", ".2f"),
+            ("rel_diff_vs_ours_plain", "max rel diff vs ours plain", ".1e"),
             ("top1_agree_vs_timm", "top-1 agree", ".2f")]))
     tr, tr_mem = _load("training_step", results), _load("training_step_memory", results)
     if tr:

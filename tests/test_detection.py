@@ -11,6 +11,9 @@ import torch
 
 pytest.importorskip("detectron2")
 
+import nasnet_det.detection  # noqa: E402, F401  (first: registers the plugin and the compat layer)
+
+# isort: split
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
@@ -23,7 +26,6 @@ from test_detection_common import (  # noqa: E402
     write_coco_subset,
 )
 
-import nasnet_det.detection  # noqa: E402,F401  (registers the plugin)
 from nasnet_det.detection import (  # noqa: E402
     ConfigError,
     DatasetError,
@@ -324,7 +326,7 @@ def test_cpu_multiprocess_launch_gives_a_clear_error_where_unsupported(monkeypat
     if torch.cuda.is_available():
         pytest.skip("CUDA present: several processes are supported")
     for supports_cpu_workers in (False, True):  # v0.6, main
-        monkeypatch.setattr(compat, "launch_supports_cpu_workers", lambda: supports_cpu_workers)
+        monkeypatch.setattr(compat, "launch_supports_cpu_workers", lambda v=supports_cpu_workers: v)
         with pytest.raises(ConfigError, match="no CUDA device" if not supports_cpu_workers else "CPU processes"):
             compat.check_launch(num_gpus=2, num_machines=1)
     compat.check_launch(num_gpus=2, num_machines=1, eval_only=True)  # main evaluates with GLOO workers

@@ -25,7 +25,8 @@ DEMO = str(ROOT / "configs" / "nasnet_demo_synthetic.yaml")
 
 # (overrides, every piece the message must contain)
 BAD_OVERRIDES = [
-    (["SOLVER.MAX_ITR", "3"], ["command-line", "unknown config key 'SOLVER.MAX_ITR'", "did you mean 'SOLVER.MAX_ITER'"]),
+    (["SOLVER.MAX_ITR", "3"],
+     ["command-line", "unknown config key 'SOLVER.MAX_ITR'", "did you mean 'SOLVER.MAX_ITER'"]),
     (["model.nasnet.num_cells", "3"], ["unknown config key", "did you mean 'MODEL.NASNET.NUM_CELLS'"]),
     (["SOLVER.MAX_ITER.X", "3"], ["unknown config key 'SOLVER.MAX_ITER.X'"]),
     (["SOLVER.MAX_ITER", "thirty"], ["SOLVER.MAX_ITER", "'thirty'", "expected an integer"]),
@@ -73,7 +74,8 @@ BAD_FILES = [
 ]
 
 
-@pytest.mark.parametrize("text,pieces", BAD_FILES, ids=[t.split(":")[-2].strip() + str(i) for i, (t, _) in enumerate(BAD_FILES)])
+@pytest.mark.parametrize("text,pieces", BAD_FILES,
+                         ids=[t.split(":")[-2].strip() + str(i) for i, (t, _) in enumerate(BAD_FILES)])
 def test_bad_yaml_is_one_config_error_naming_the_file(tmp_path, text, pieces):
     path = tmp_path / "bad.yaml"
     path.write_text(f'_BASE_: "{DEMO}"\n{text}')

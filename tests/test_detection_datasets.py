@@ -202,7 +202,8 @@ def test_num_classes_must_match_the_dataset(dataset):
     name = register_coco_json("nasnet_test_classes", str(json_file), str(images))
     cfg = load_config(DEMO, ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", f"('{name}',)"])  # 5 classes
     with pytest.raises(ConfigError, match=r"MODEL\.ROI_HEADS\.NUM_CLASSES is 5 but dataset 'nasnet_test_classes' "
-                                          r"\(.*instances\.json\) has 2 categories; set MODEL\.ROI_HEADS\.NUM_CLASSES 2"):
+                                          r"\(.*instances\.json\) has 2 categories; "
+                                          r"set MODEL\.ROI_HEADS\.NUM_CLASSES 2"):
         check_num_classes(cfg)
     with pytest.raises(ConfigError, match="NUM_CLASSES is 5"):
         check_datasets([name], cfg)
@@ -237,7 +238,8 @@ CLI_CASES = [
 @pytest.mark.parametrize("case,edit,text,needle", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_train_net_bad_dataset_is_one_error_line(dataset, tmp_path, case, edit, text, needle):
     json_file, images = dataset(edit, text)
-    proc = _train_net("--dataset-json", str(json_file), "--image-root", str(images), "OUTPUT_DIR", str(tmp_path / "out"))
+    proc = _train_net("--dataset-json", str(json_file), "--image-root", str(images),
+                      "OUTPUT_DIR", str(tmp_path / "out"))
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -247,7 +249,8 @@ def test_train_net_bad_dataset_is_one_error_line(dataset, tmp_path, case, edit, 
 def test_train_net_num_classes_mismatch_is_one_error_line(dataset, tmp_path):
     """The demo config has 5 classes, the dataset 2 (needs check_datasets(..., cfg) in train_net setup())."""
     json_file, images = dataset()
-    proc = _train_net("--dataset-json", str(json_file), "--image-root", str(images), "OUTPUT_DIR", str(tmp_path / "out"))
+    proc = _train_net("--dataset-json", str(json_file), "--image-root", str(images),
+                      "OUTPUT_DIR", str(tmp_path / "out"))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "MODEL.ROI_HEADS.NUM_CLASSES is 5" in errors[0] and "2 categories" in errors[0], \

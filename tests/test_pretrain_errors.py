@@ -18,12 +18,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pretrain_run import ROOT, _tiny_config, _write, synthetic_folder  # noqa: F401 - fixture
+from test_pretrain_run import ROOT, _tiny_config, _write
 
 from nasnet_det.durable import LOCK_NAME, OutputLock
 from nasnet_det.errors import GenotypeError
 from nasnet_det.pretrain import load_config, run_pretraining
 from nasnet_det.space import NASNET_A, resolve_genotype
+
+# the synthetic_folder fixture comes from test_pretrain_run.py
+pytest_plugins = ["test_pretrain_run"]
 
 MARKER = "pwned.txt"
 

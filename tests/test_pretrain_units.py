@@ -96,7 +96,8 @@ def test_augmentation_is_a_function_of_seed_epoch_index(tmp_path):
 
 
 def test_config_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="unknown config key 'optim.lr_decay_epoch' \\(did you mean 'optim.lr_decay_epochs'"):
+    with pytest.raises(ConfigError,
+                       match="unknown config key 'optim.lr_decay_epoch' \\(did you mean 'optim.lr_decay_epochs'"):
         load_config(None, ["optim.lr_decay_epoch", "2.4"], check_paths=False)
     with pytest.raises(ConfigError, match="train.batch_size: expected an integer"):
         load_config(None, ["train.batch_size", "abc"], check_paths=False)
@@ -108,7 +109,8 @@ def test_config_errors_name_the_key(tmp_path):
     bad.write_text("model:\n  arch: x\n  arc: y\n")
     with pytest.raises(ConfigError, match="unknown config key 'model.arc' \\(did you mean 'model.arch'"):
         load_config(bad, check_paths=False)
-    cfg = load_config(None, ["model.arch", "nasnet_a_large", "optim.lr", "1e-3", "train.amp", "true"], check_paths=False)
+    cfg = load_config(None, ["model.arch", "nasnet_a_large", "optim.lr", "1e-3", "train.amp", "true"],
+                      check_paths=False)
     assert cfg.optim.lr == 1e-3 and cfg.train.amp is True
     assert cfg.resolved_weight_decay() == 5e-5 and cfg.resolved_clip_norm() == 10.0
     assert load_config(None, ["model.arch", "nasnet_a_mobile"], check_paths=False).resolved_weight_decay() == 4e-5

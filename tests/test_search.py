@@ -145,7 +145,8 @@ def test_strategy_state_round_trip(tmp_path):
 
 @pytest.mark.parametrize("opts, message", [
     (["child.epoch", "3"], "unknown config key 'child.epoch' (did you mean 'child.epochs'?)"),
-    (["child.network.num_cels", "3"], "child.network.num_cels: unknown NASNetConfig field(s) ['num_cels'] (did you mean"),
+    (["child.network.num_cels", "3"],
+     "child.network.num_cels: unknown NASNetConfig field(s) ['num_cels'] (did you mean"),
     (["child.arch", "nasnet_b"], "child.arch: unknown model 'nasnet_b'"),
     (["child.count_macs", "1"], "child.count_macs: expected true/false"),
     (["child.lr=0.1"], "write 'child.lr 0.1'"),

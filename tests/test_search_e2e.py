@@ -20,8 +20,8 @@ from nasnet_det.space import Genotype, resolve_genotype
 REPO = Path(__file__).resolve().parents[1]
 
 #: A tiny child: N=1, F=8, 100 training images in 2 batches, 1 epoch, 100 validation images.
-TINY = ["child.network.num_cells", "1", "child.network.num_conv_filters", "8", "child.epochs", "1", "child.batch_size", "50",
-        "data.train_size", "100", "data.val_size", "100", "child.lr", "0.1"]
+TINY = ["child.network.num_cells", "1", "child.network.num_conv_filters", "8", "child.epochs", "1",
+        "child.batch_size", "50", "data.train_size", "100", "data.val_size", "100", "child.lr", "0.1"]
 
 
 @pytest.fixture(scope="module")

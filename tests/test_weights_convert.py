@@ -103,7 +103,7 @@ def _tf_exact_avg_pools(model: torch.nn.Module) -> int:
     from nasnet_det.modeling import AvgPool2dSame
 
     swapped = 0
-    for name, mod in list(model.named_modules()):
+    for mod in list(model.modules()):
         for child_name, child in list(mod.named_children()):
             if isinstance(child, TimmAvg):
                 setattr(mod, child_name, AvgPool2dSame(child.kernel_size[0], child.stride[0]))

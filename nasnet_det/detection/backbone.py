@@ -65,7 +65,8 @@ class NASNetBackbone(Backbone):
 def build_nasnet_backbone(cfg, input_shape: ShapeSpec) -> NASNetBackbone:
     """BACKBONE_REGISTRY entry, chosen with ``MODEL.BACKBONE.NAME: build_nasnet_backbone``."""
     if input_shape.channels != 3:
-        raise NASNetConfigError(f"NASNet backbones take 3-channel images, got MODEL.PIXEL_MEAN of {input_shape.channels}")
+        raise NASNetConfigError("NASNet backbones take 3-channel images, "
+                                f"got MODEL.PIXEL_MEAN of {input_shape.channels}")
     net, info = build_stage(cfg, "backbone")
     c = cfg.MODEL.NASNET
     set_batchnorm_hparams(net, float(c.BN_MOMENTUM), float(c.BN_EPS))

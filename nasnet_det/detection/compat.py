@@ -7,6 +7,7 @@ module detects features, never versions. Import it before anything from ``detect
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import types
 
@@ -89,7 +90,6 @@ HAS_COMPILED_OPS: bool = _install_compiled_ops_stand_in()
 # Everything below is imported lazily from detectron2 so that importing this module stays the
 # first thing ``nasnet_det.detection`` does (before detectron2.layers needs ``_C``).
 # --------------------------------------------------------------------------------------------
-import inspect
 
 
 def coco_evaluator(dataset_name: str, output_dir: str | None = None, distributed: bool = True):

@@ -148,7 +148,8 @@ def _index_images(json_file: str, images: list[Any]) -> dict[int, dict[str, Any]
             raise DatasetError(f"{json_file}: {where}, field {key!r} = {_short(image[key])}: expected {expected}")
         if image["id"] in by_id:
             raise DatasetError(f"{json_file}: image id {image['id']} appears twice (file_name "
-                               f"{by_id[image['id']]['file_name']!r} and {image['file_name']!r}); image ids must be unique")
+                               f"{by_id[image['id']]['file_name']!r} and {image['file_name']!r}); "
+                               "image ids must be unique")
         by_id[image["id"]] = image
     return by_id
 
@@ -169,7 +170,8 @@ def _index_categories(json_file: str, categories: list[Any]) -> dict[int, str]:
     """Category names by id; ids must be unique ints, names strings."""
     by_id: dict[int, str] = {}
     for index, category in enumerate(categories):
-        if not isinstance(category, dict) or not _is_id(category.get("id")) or not isinstance(category.get("name"), str):
+        if (not isinstance(category, dict) or not _is_id(category.get("id"))
+                or not isinstance(category.get("name"), str)):
             raise DatasetError(f"{json_file}: categories[{index}] = {_short(category)}: every category needs an "
                                "integer 'id' and a string 'name'")
         if category["id"] in by_id:

@@ -94,8 +94,9 @@ def _training_config(settings: DemoSettings, ds, train_dir: Path):
     from .run_config import setup_run_config
 
     _quiet_console()
-    cfg = setup_run_config(settings.config_file, ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(train_dir), *settings.opts],
-                           train=(str(ds.train_json), str(ds.train_images)), test=(str(ds.val_json), str(ds.val_images)))
+    opts = ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(train_dir), *settings.opts]
+    cfg = setup_run_config(settings.config_file, opts, train=(str(ds.train_json), str(ds.train_images)),
+                           test=(str(ds.val_json), str(ds.val_images)))
     # default_setup logs the arguments and the config file, and saves config.yaml in OUTPUT_DIR
     default_setup(cfg, argparse.Namespace(config_file=settings.config_file, eval_only=False, resume=True,
                                           opts=list(settings.opts)))

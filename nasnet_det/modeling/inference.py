@@ -59,7 +59,7 @@ def _fold(owner: nn.Module, convs: tuple[str, ...], bn_name: str) -> bool:
         part = slice(start, start + conv.out_channels)
         start = part.stop
 
-        def stat(t: torch.Tensor | None) -> torch.Tensor | None:
+        def stat(t: torch.Tensor | None, part: slice = part) -> torch.Tensor | None:
             return None if t is None else t.detach()[part].double()  # float64 math, rounded once
 
         weight, bias = fuse_conv_bn_weights(

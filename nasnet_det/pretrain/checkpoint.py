@@ -5,8 +5,9 @@ goes through ``nasnet_det.durable.atomic_write`` (temporary file, fsync, rename,
 Why only tensors and plain Python values: the file then loads with
 ``torch.load(weights_only=True)``, the safe loader, so resuming never executes pickled code. A file
 that needs more (a crafted or foreign pickle) is refused; pretraining has no
-``--allow-unsafe-pickle`` way out because its own checkpoints never need one. Contents: model, optimizer, EMA, AMP scaler, the step (the schedule and the
-sampler position are pure functions of it and the config), and every RNG stream of every rank.
+``--allow-unsafe-pickle`` way out because its own checkpoints never need one. Contents: model,
+optimizer, EMA, AMP scaler, the step (the schedule and the sampler position are pure functions of
+it and the config), and every RNG stream of every rank.
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def _py_state_to_plain(state):
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np_s = state["numpy"]
-    np.random.set_state(("MT19937", np_s["key"].numpy().astype(np.uint32), np_s["pos"], np_s["has_gauss"], np_s["gauss"]))
+    np.random.set_state(("MT19937", np_s["key"].numpy().astype(np.uint32), np_s["pos"], np_s["has_gauss"],
+                         np_s["gauss"]))
     py = state["python"]
     random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
     if "cuda" in state and torch.cuda.is_available():

@@ -1,4 +1,5 @@
-"""Architecture search (paper section 3): a controller proposes cells, workers train children, rewards train the controller.
+"""Architecture search (paper section 3): a controller proposes cells, workers train children,
+rewards train the controller.
 
 Entry points: ``load_config`` (YAML schema), ``run_search`` (the durable workqueue driver),
 ``build_strategy`` (PPO / random / evolution), ``build_executor`` (inline / process / Ray),

@@ -101,7 +101,7 @@ def train_cifar(genotype: Genotype, child: Config, data: Config, seed: int, devi
     macs = count_macs(model, data.image_size) if child.count_macs else 0
     mean, std = ds.mean.to(device), ds.std.to(device)
     decay, no_decay = [], []
-    for name, p in model.named_parameters():  # L2 on weights, not on BN scales/shifts or biases
+    for p in model.parameters():  # L2 on weights, not on BN scales/shifts or biases
         (no_decay if p.dim() <= 1 else decay).append(p)
     opt = torch.optim.SGD([{"params": decay, "weight_decay": child.weight_decay},
                            {"params": no_decay, "weight_decay": 0.0}], lr=child.lr, momentum=child.momentum)

@@ -5,8 +5,8 @@ The picture reads bottom to top: the two cell inputs h_i and h_{i-1} (grey), one
 final ``concat`` collecting the cell's ``concat`` states into h_{i+1}.
 
 Everything here is standard library. ``cell_dot`` / ``genotype_dot`` give text for the ``dot``
-binary; ``layout_cell`` computes node positions and edge routes so that a renderer without
-Graphviz (``nasnet_det.visualize``) can draw the same graph.
+binary; ``cell_graph`` gives the graph that ``nasnet_det.visualize.layout.layout_cell`` lays out
+(node positions and edge routes) so that a renderer without Graphviz can draw the same picture.
 
 Node ids are stable and carry the wiring, so tests and scripts can read a DOT file back:
 ``state<i>`` is hidden state i in TF numbering (0 = h_i, 1 = h_{i-1}, 2 + k = block k's combine),
