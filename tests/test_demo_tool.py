@@ -37,10 +37,31 @@ def dataset(tmp_path_factory):
     return syn.make_dataset(root, num_train=1, num_val=4, seed=5, spec=spec)
 
 
-def _run(args) -> subprocess.CompletedProcess:
-    """tools/demo.py as a user runs it."""
+def _run(args, random_weights: bool = True) -> subprocess.CompletedProcess:
+    """tools/demo.py as a user runs it (on a random model unless told otherwise)."""
+    flags = ["--allow-random-weights"] if random_weights else []
     return subprocess.run([sys.executable, str(TOOL), "--config-file", CONFIG, "--device", "cpu", "--no-progress",
-                           *args, *OPTS], capture_output=True, text=True, timeout=600)
+                           *flags, *args, *OPTS], capture_output=True, text=True, timeout=600)
+
+
+def test_no_weights_is_refused_unless_asked(dataset, tmp_path):
+    result = _run(["--input", str(dataset.val_images / "000000.jpg"), "--output", str(tmp_path / "out")],
+                  random_weights=False)
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert result.returncode == 2 and len(errors) == 1 and "--allow-random-weights" in errors[0], result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_class_names_come_from_the_configs_test_set(dataset, tmp_path):
+    """No --dataset-json: the config's DATASETS.TEST (here recorded in DATASETS.COCO_JSON, as a
+    saved train_net config.yaml records it) gives the names and the dataset's category ids."""
+    entry = f"[['shapes_val', '{dataset.val_json}', '{dataset.val_images}']]"
+    result = _run(["--input", str(dataset.val_images / "000000.jpg"), "--output", str(tmp_path / "out"),
+                   "--confidence-threshold", "0.0", "DATASETS.TEST", "('shapes_val',)", "DATASETS.COCO_JSON", entry])
+    assert result.returncode == 0, result.stderr
+    assert "class_<k>" not in result.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results and {r["category_id"] for r in results} <= {1, 2, 4, 7, 9}  # the json's sparse ids
 
 
 def _demo(fast: bool = False):

@@ -26,7 +26,9 @@ import torch  # noqa: E402
 import nasnet_det.detection  # noqa: E402,F401  (registers the backbone and ROI heads)
 from nasnet_det.detection.predictor import NASNetPredictor  # noqa: E402
 from nasnet_det.detection.visualization import (  # noqa: E402
+    InputError,
     VisualizationDemo,
+    config_class_source,
     expand_inputs,
     known_image_ids,
     load_class_info,
@@ -53,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--allow-unsafe-pickle", action="store_true",
                    help="load weights that need full unpickling (runs code from the file: only for files you trust)")
+    p.add_argument("--allow-random-weights", action="store_true",
+                   help="run without weights (a randomly initialised model), e.g. to time the pipeline")
     p.add_argument("--fast", action="store_true",
                    help="fold BN into the convolutions and use channels_last (same detections up to fp32 rounding)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
@@ -63,15 +67,19 @@ def run(args: argparse.Namespace) -> dict:
     """Everything after argument parsing; returns :meth:`VisualizationDemo.annotate`'s summary."""
     inputs = expand_inputs(args.input)  # before building the model: bad input fails fast
     cfg = load_demo_config(args.config_file, args.opts, args.device, args.confidence_threshold)
-    if not (args.dataset_json or args.dataset):
-        print("demo.py: no --dataset-json/--dataset given; classes are shown as class_<k>", file=sys.stderr)
-    info = load_class_info(cfg.MODEL.ROI_HEADS.NUM_CLASSES, args.dataset_json, args.dataset)
+    dataset_json, dataset = args.dataset_json, args.dataset
+    if not (dataset_json or dataset):
+        dataset_json, dataset = config_class_source(cfg)
+        if not (dataset_json or dataset):
+            print("demo.py: no --dataset-json/--dataset given and the config's DATASETS.TEST has no class names; "
+                  "classes are shown as class_<k>", file=sys.stderr)
+    info = load_class_info(cfg.MODEL.ROI_HEADS.NUM_CLASSES, dataset_json, dataset)
     image_ids = known_image_ids(args.dataset_json)
+    if not (args.weights or cfg.MODEL.WEIGHTS) and not args.allow_random_weights:
+        raise InputError("no weights given (--weights or MODEL.WEIGHTS): the detections of a randomly initialised "
+                         "model mean nothing; pass --allow-random-weights to run one on purpose")
     predictor = NASNetPredictor(cfg, weights=args.weights, optimize=args.fast,
                                 allow_unsafe_pickle=args.allow_unsafe_pickle)
-    if not predictor.cfg.MODEL.WEIGHTS:
-        print("demo.py: no weights given (--weights / MODEL.WEIGHTS): the model is randomly initialised",
-              file=sys.stderr)
     demo = VisualizationDemo(predictor, info, image_ids)
     return demo.annotate(inputs, args.output, progress=not args.no_progress)
 

@@ -29,7 +29,7 @@ from .predictor import ClassInfo, NASNetPredictor, instances_to_coco_results
 
 __all__ = [
     "VIDEO_EXTENSIONS", "InputError", "InputFile", "VisualizationDemo", "expand_inputs", "known_image_ids",
-    "load_class_info", "load_demo_config",
+    "config_class_source", "load_class_info", "load_demo_config",
 ]
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -112,6 +112,23 @@ def load_class_info(num_classes: int, dataset_json: str | None = None, dataset: 
         raise InputError(f"the dataset has {len(info.names)} classes but the model MODEL.ROI_HEADS.NUM_CLASSES="
                          f"{num_classes}")
     return info
+
+
+def config_class_source(cfg) -> tuple[str | None, str | None]:
+    """``(dataset_json, dataset)`` to take class names from when the user named neither: the
+    config's first test set, as detectron2's demo does (its json when the config records one in
+    DATASETS.COCO_JSON, else its registered metadata, e.g. the builtin COCO sets); else nothing."""
+    from detectron2.data import MetadataCatalog
+
+    if not cfg.DATASETS.TEST:
+        return None, None
+    name = cfg.DATASETS.TEST[0]
+    for entry in cfg.DATASETS.COCO_JSON:
+        if isinstance(entry, (list, tuple)) and len(entry) == 3 and entry[0] == name:
+            return entry[1], None
+    if hasattr(MetadataCatalog.get(name), "thing_classes"):
+        return None, name
+    return None, None
 
 
 def known_image_ids(json_file: str | None) -> dict[str, int]:
