@@ -18,7 +18,6 @@ from test_detection_common import (  # noqa: E402
     CONFIGS,
     OVERFIT_IMAGE_IDS,
     ROOT,
-    no_tensorboard,  # noqa: F401  (fixture)
     requires_coco_mini,
     tiny_opts,
     write_coco_subset,
@@ -27,6 +26,7 @@ from test_detection_common import (  # noqa: E402
 import nasnet_det.detection  # noqa: E402,F401  (registers the plugin; compat first)
 
 MOBILE = str(CONFIGS / "nasnet_a_mobile_frcnn.yaml")
+pytest_plugins = ["test_detection_common"]  # its no_tensorboard fixture
 
 
 def _iterations(output_dir: Path) -> list[int]:

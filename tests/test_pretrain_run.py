@@ -141,7 +141,8 @@ def test_torchrun_two_gloo_processes_match_one_process(synthetic_folder, tmp_pat
         "eval_every_epochs": 100}, **common)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(ROOT / "tools" / "pretrain.py"), "--config-file", str(_write(two, tmp_path / "two.yaml"))],
+                           str(ROOT / "tools" / "pretrain.py"), "--config-file",
+                           str(_write(two, tmp_path / "two.yaml"))],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_pretraining(load_config(_write(one, tmp_path / "one.yaml")))
@@ -166,9 +167,10 @@ def test_cifar10_subset_learns_clearly_above_chance(tmp_path):
     20.3 %, top-5 73.0 %. The 1-epoch 32x32 run of docs/pretrain.md (33.0 %) is the slow test below.
     """
     cfg = load_config(ROOT / "configs" / "pretrain" / "cifar10_small.yaml", [
-        "data.train_dir", str(CIFAR / 'train'), "data.val_dir", str(CIFAR / 'test'), "train.output_dir", str(tmp_path),
-        "data.train_subset", "100", "data.val_subset", "30", "data.image_size", "16", "model.overrides.image_size", "16",
-        "model.overrides.use_aux_head", "false", "train.max_steps", "80", "train.batch_size", "16", "optim.warmup_epochs", "0.1",
+        "data.train_dir", str(CIFAR / 'train'), "data.val_dir", str(CIFAR / 'test'),
+        "train.output_dir", str(tmp_path), "data.train_subset", "100", "data.val_subset", "30",
+        "data.image_size", "16", "model.overrides.image_size", "16", "model.overrides.use_aux_head", "false",
+        "train.max_steps", "80", "train.batch_size", "16", "optim.warmup_epochs", "0.1",
         "train.checkpoint_every_steps", "0", "train.eval_every_epochs", "100", "train.tensorboard", "false",
         "train.progress_bar", "false"])
     results = run_pretraining(cfg)

@@ -12,11 +12,14 @@ from .config import ConfigError, add_nasnet_config, load_config
 from .data import ImageReadError, NASNetDatasetMapper, build_resize_augmentations
 from .datasets import DatasetError, check_datasets, register_coco_json
 from .hooks import DropPathScheduleHook, set_drop_path_progress
+from .predictor import ClassInfo, NASNetPredictor
 from .roi_heads import NASNetROIHeads, NASNetSecondStage
+from .run_config import setup_run_config
 from .split_nasnet import NASNetConfigError
 from .trainer import NASNetTrainer, build_checkpointer
 
 __all__ = [
+    "ClassInfo", "NASNetPredictor", "setup_run_config",
     "ConfigError", "DatasetError", "DropPathScheduleHook", "ImageReadError", "NASNetBackbone",
     "NASNetConfigError", "NASNetDatasetMapper", "NASNetROIHeads", "NASNetSecondStage",
     "NASNetTrainer", "add_nasnet_config", "build_checkpointer", "build_nasnet_backbone",
