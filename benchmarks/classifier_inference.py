@@ -15,16 +15,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import builders
-from benchmarks.common import (
-    apply_threads,
-    base_parser,
-    machine_info,
-    measure_memory,
-    print_table,
-    time_alternating,
-    write_json,
-)
+from benchmarks import builders, common
 
 SIZES = {"nasnet_a_large": 331, "pnasnet5_large": 331, "nasnet_a_mobile": 224}
 DEFAULT_ITERS = {1: 5, 16: 3}  # batch 16 at 331 takes ~10-30 s per forward on 2 cores
@@ -45,7 +36,7 @@ def run_model(name: str, batches: list[int], iters: int | None, warmup: int, mem
             for k in names:
                 kw = dict(name=name, impl="timm" if k == "timm" else "ours", batch=batch, size=size,
                           optimized=k.startswith("ours_"), bf16=k == "ours_bf16")
-                mem = measure_memory("benchmarks.builders:classifier", kw)
+                mem = common.measure_memory("benchmarks.builders:classifier", kw)
                 print(f"   memory {name} b{batch} {k}: {mem}", flush=True)
                 rows.append({"model": name, "impl": k, "batch": batch, "size": size, "memory": mem,
                              "peak_mb": mem["peak_mb"], "delta_mb": mem["delta_mb"]})
@@ -69,7 +60,7 @@ def run_model(name: str, batches: list[int], iters: int | None, warmup: int, mem
         steps = {k: (lambda m=m, x=x: _infer(m, x)) for k, m in models.items()}
         n = iters or DEFAULT_ITERS.get(batch, 3)
         print(f"== {name} batch {batch} @ {size}: {n} alternating runs of {list(steps)}", flush=True)
-        timings = time_alternating(steps, n, warmup=0) if timing else {}  # the equality forwards above warmed up
+        timings = common.time_alternating(steps, n, warmup=0) if timing else {}  # the equality forwards above warmed up
         for k in models:
             row: dict[str, Any] = {"model": name, "impl": k, "batch": batch, "size": size}
             if timing:
@@ -84,7 +75,7 @@ def run_model(name: str, batches: list[int], iters: int | None, warmup: int, mem
             if memory:
                 kw = dict(name=name, impl="timm" if k == "timm" else "ours", batch=batch, size=size,
                           optimized=k.startswith("ours_"), bf16=k == "ours_bf16")
-                row["memory"] = measure_memory("benchmarks.builders:classifier", kw)
+                row["memory"] = common.measure_memory("benchmarks.builders:classifier", kw)
                 row["peak_mb"] = row["memory"]["peak_mb"]
                 row["delta_mb"] = row["memory"]["delta_mb"]
             rows.append(row)
@@ -108,21 +99,21 @@ COLUMNS = [("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d")
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser(__doc__)
+    p = common.base_parser(__doc__)
     p.add_argument("--models", nargs="+", default=list(SIZES), choices=list(SIZES))
     p.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     p.add_argument("--bf16", action="store_true", help="also time the bf16 autocast path")
     p.add_argument("--memory-only", action="store_true", help="skip timing (memory is contention-proof)")
     p.add_argument("--tag", default="", help="suffix of the JSON file name")
     args = p.parse_args(argv)
-    apply_threads(args.threads)
-    print(machine_info(), flush=True)
+    common.apply_threads(args.threads)
+    print(common.machine_info(), flush=True)
     rows = []
     for name in args.models:
         rows += run_model(name, args.batches, args.iters, args.warmup, not args.no_memory, not args.memory_only,
                           args.bf16)
-    table = print_table(rows, COLUMNS)
-    write_json("classifier_inference" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
+    table = common.print_table(rows, COLUMNS)
+    common.write_json("classifier_inference" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from benchmarks import builders
-from benchmarks.common import (
-    apply_threads,
-    base_parser,
-    machine_info,
-    measure_memory,
-    print_table,
-    time_alternating,
-    write_json,
-)
+from benchmarks import builders, common
 
 NASNETS = {"mobile": "nasnet_mobile", "large": "nasnet_large"}
 COLUMNS = [("detector", "detector", ""), ("size", "input", "d"), ("proposals", "proposals", "d"),
@@ -57,7 +48,7 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
     if not timing:
         rows = []
         for k, kw in contenders.items():
-            mem = measure_memory("benchmarks.builders:detector", dict(size=size, **kw))
+            mem = common.measure_memory("benchmarks.builders:detector", dict(size=size, **kw))
             print(f"   memory {k} @{size}: {mem}", flush=True)
             rows.append({"detector": k, "size": size, "memory": mem, "peak_mb": mem["peak_mb"],
                          "delta_mb": mem["delta_mb"]})
@@ -65,7 +56,7 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
     steps = {k: builders.detector(size=size, **kw) for k, kw in contenders.items()}
     outs = {k: s() for k, s in steps.items()}  # warm-up
     print(f"== detectors @ {size}x{size}: {iters} alternating runs of {list(steps)}", flush=True)
-    timings = time_alternating(steps, iters, warmup=0) if timing else {}
+    timings = common.time_alternating(steps, iters, warmup=0) if timing else {}
     rows = []
     for k, kw in contenders.items():
         row: dict[str, Any] = {"detector": k, "size": size, "proposals": kw["proposals"],
@@ -74,7 +65,7 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
             row.update(ms=1e3 * timings[k].wall_median, cpu_ms=1e3 * timings[k].cpu_median,
                        runs=timings[k].as_dict())
         if memory:
-            row["memory"] = measure_memory("benchmarks.builders:detector", dict(size=size, **kw))
+            row["memory"] = common.measure_memory("benchmarks.builders:detector", dict(size=size, **kw))
             row["peak_mb"], row["delta_mb"] = row["memory"]["peak_mb"], row["memory"]["delta_mb"]
         rows.append(row)
     if timings:
@@ -87,18 +78,18 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser(__doc__)
+    p = common.base_parser(__doc__)
     p.add_argument("--which", nargs="+", default=["mobile", "large"], choices=list(NASNETS))
     p.add_argument("--memory-only", action="store_true")
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)
-    apply_threads(args.threads)
-    print(machine_info(), flush=True)
+    common.apply_threads(args.threads)
+    print(common.machine_info(), flush=True)
     rows = []
     for w in args.which:
         rows += run(w, args.iters or 3, not args.no_memory, not args.memory_only)
-    table = print_table(rows, COLUMNS)
-    write_json("detector_latency" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
+    table = common.print_table(rows, COLUMNS)
+    common.write_json("detector_latency" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from benchmarks import builders
-from benchmarks.common import (
-    apply_threads,
-    base_parser,
-    machine_info,
-    measure_memory,
-    print_table,
-    time_alternating,
-    write_json,
-)
+from benchmarks import builders, common
 
 CONTENDERS = {"timm": dict(impl="timm"), "ours": dict(impl="ours"), "ours_ckpt": dict(impl="ours", memory_saving=True),
               "ours_cl": dict(impl="ours", channels_last=True)}
@@ -35,15 +26,15 @@ COLUMNS = [("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d")
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = base_parser(__doc__)
+    p = common.base_parser(__doc__)
     p.add_argument("--model", default="nasnet_a_large", choices=list(builders.TIMM_PEERS))
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--size", type=int, default=331)
     p.add_argument("--memory-only", action="store_true")
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)
-    apply_threads(args.threads)
-    print(machine_info(), flush=True)
+    common.apply_threads(args.threads)
+    print(common.machine_info(), flush=True)
     steps, losses = {}, {}
     # the memory runs measure the NCHW contenders only (timm, ours, ours_ckpt)
     contenders = {k: kw for k, kw in CONTENDERS.items() if not (args.memory_only and k == "ours_cl")}
@@ -52,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
                  for k, kw in contenders.items()}
         losses = {k: s() for k, s in steps.items()}  # also the warm-up (first step's one-time allocations)
     rows: list[dict[str, Any]] = []
-    timings = {} if args.memory_only else time_alternating(steps, args.iters or 3, warmup=0)
+    timings = {} if args.memory_only else common.time_alternating(steps, args.iters or 3, warmup=0)
     for k, kw in contenders.items():
         row: dict[str, Any] = {"model": args.model, "impl": k, "batch": args.batch, "size": args.size,
                                "loss": losses.get(k)}
@@ -60,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             t = timings[k]
             row.update(img_s=args.batch / t.wall_median, cpu_median_s=t.cpu_median, runs=t.as_dict())
         if not args.no_memory:
-            row["memory"] = measure_memory("benchmarks.builders:training",
+            row["memory"] = common.measure_memory("benchmarks.builders:training",
                                            dict(name=args.model, batch=args.batch, size=args.size, **kw))
             row["peak_mb"], row["delta_mb"] = row["memory"]["peak_mb"], row["memory"]["delta_mb"]
         rows.append(row)
@@ -72,8 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         if "peak_mb" in r:
             r["peak_vs_timm"] = r["peak_mb"] / base["peak_mb"]
             r["delta_vs_timm"] = r["delta_mb"] / base["delta_mb"]
-    table = print_table(rows, COLUMNS)
-    write_json("training_step" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
+    table = common.print_table(rows, COLUMNS)
+    common.write_json("training_step" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
 
 
 if __name__ == "__main__":
