@@ -123,8 +123,8 @@ RUNS: list[Run] = [
     *_genotype_runs("gen-bad-input", slow_on=("pretrain.py", "draw_cell.py")),
     # detector configs and overrides
     Run("cfg-unknown-key", TRAIN_NET, (*DATASET, "--config-file", "config.yaml"), "SOLVER.MAX_ITR"),
-    Run("cfg-max-iter-thirty", TRAIN_NET, (*DATASET, "--config-file", "config.yaml"), "SOLVER.MAX_ITER", SLOW),
-    Run("ds-good", TRAIN_NET, DATASET, "SOLVER.MAX_ITER", overrides=("SOLVER.MAX_ITER", "thirty"),
+    Run("cfg-max-iter-thirty", TRAIN_NET, (*DATASET, "--config-file", "config.yaml"), "SOLVER.MAX_ITER"),
+    Run("ds-good", TRAIN_NET, DATASET, "SOLVER.MAX_ITER", SLOW, overrides=("SOLVER.MAX_ITER", "thirty"),
         bad="max-iter-thirty"),
     Run("ds-good", TRAIN_NET, DATASET, "SOLVER.MAX_ITER", overrides=("SOLVER.MAX_ITER", "-3"), bad="max-iter-negative"),
     Run("cfg-num-classes", TRAIN_NET, (*DATASET, "--config-file", "config.yaml"), "NUM_CLASSES"),
@@ -137,7 +137,7 @@ RUNS: list[Run] = [
     Run("log-reward-high", SEARCH, ("--output", ".", "--resume"), "trials.jsonl", SLOW),
     # pretraining configs and data
     Run("pt-negative-lr", PRETRAIN, (), "optim.lr"),
-    Run("pt-negative-max-steps", PRETRAIN, (), "train.max_steps"),
+    Run("pt-negative-max-steps", PRETRAIN, (), "train.max_steps", SLOW),
     Run("pt-one-class", PRETRAIN, (), "data.train_dir"),
     Run("pt-empty-class", PRETRAIN, (), "data/train/c"),
     # weights and checkpoints
