@@ -103,6 +103,7 @@ def image_folder(root: Path, classes: dict[str, int]) -> None:
 
 
 FOUR_CLASSES = {f"class_{c}": 4 for c in range(4)}
+TINY_NETWORK = {"genotype": "nasnet_a", "num_cells": 3, "penultimate_filters": 48, "image_size": 16}
 
 
 def pretrain_config(folder: Path, train_classes: dict[str, int] = FOUR_CLASSES,
@@ -112,8 +113,7 @@ def pretrain_config(folder: Path, train_classes: dict[str, int] = FOUR_CLASSES,
     image_folder(folder / "data" / "train", train_classes)
     image_folder(folder / "data" / "val", val_classes or {k: 2 for k in train_classes})
     cfg: dict[str, dict[str, Any]] = {
-        "model": {"name": None, "genotype": "nasnet_a", "dataset": "cifar", "num_cells": 3, "penultimate_filters": 48,
-                  "overrides": {"image_size": 16}},
+        "model": {"arch": "nasnet_a_cifar", "overrides": dict(TINY_NETWORK)},
         "data": {"train_dir": "data/train", "val_dir": "data/val", "image_size": 16, "cifar_style": True,
                  "workers": 0},
         "optim": {"lr": 0.05},
@@ -133,7 +133,7 @@ def genotype(folder: Path, edit: Callable[[dict], Any] | None = None, raw: bytes
     if edit is not None:
         edit(data)
     (folder / "genotype.json").write_bytes(raw if raw is not None else json.dumps(data).encode())
-    pretrain_config(folder, model={"genotype": "genotype.json"})
+    pretrain_config(folder, model={"overrides": {**TINY_NETWORK, "genotype": "genotype.json"}})
     coco(folder)  # for train_net MODEL.NASNET.GENOTYPE
 
 
@@ -185,7 +185,9 @@ class _Plant:
 @functools.lru_cache(maxsize=1)
 def detector_shapes() -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor in the demo detector's state dict (built once per process)."""
-    import nasnet_det  # noqa: F401  (registers the backbone)
+    import nasnet_det.detection  # noqa: F401, I001  (registers the backbone; before detectron2.modeling)
+
+    # isort: split
     from detectron2.modeling import build_model
 
     from nasnet_det.detection import load_config

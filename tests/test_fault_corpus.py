@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from fault_corpus import DEMO_CONFIG, MARKER, build_corpus
+
 from nasnet_det.durable import LOCK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,23 +49,16 @@ TRAIN_NET = Tool("train_net.py", ("--config-file", DEMO),
                  ("config.yaml", "log.txt", "metrics.json", "model_final.pth", "last_checkpoint"))
 DATASET = ("--dataset-json", "instances.json", "--image-root", "images")
 STRICT = ("DATASETS.STRICT_ANNOTATIONS", "True")  # invalid annotations stop the run instead of being dropped
-DEMO_TOOL = Tool("demo.py", ("--config-file", DEMO, "--output", "out", "--device", "cpu", "--no-progress"),
+DEMO_TOOL = Tool("demo.py", ("--config-file", DEMO, "--output", "out", "--device", "cpu", "--no-progress",
+                           "--allow-random-weights"),  # the corpus tests inputs; weights items pass --weights
                  earlier=("results.json", "images.json", "a.jpg"))
 SEARCH = Tool("search.py", ("--no-progress", "--no-report"),
               earlier=("config.yaml", "trials.jsonl", "top_genotypes.json"))
-PRETRAIN = Tool("pretrain.py", ("--config", "pretrain.yaml"), earlier=("config.json", "metrics.jsonl"))
+PRETRAIN = Tool("pretrain.py", ("--config-file", "pretrain.yaml"), earlier=("config.json", "metrics.jsonl"))
 CONVERT = Tool("convert_weights.py", ("inspect",))
 DRAW = Tool("draw_cell.py", ("--out", "out/cell.png"), earlier=("cell.png",))
 
 SLOW = (pytest.mark.slow,)
-#: Runs that fail today only because of what the coordinator's checkpointer change (issue 15) fixes.
-AFTER_CHECKPOINTER_CHANGE = (pytest.mark.xfail(strict=True, reason="expected to pass after the checkpointer change"),)
-#: train_net's detectron2 set-up (default_setup, the trainer's event writers) runs before the weights
-#: are read: a bad MODEL.WEIGHTS still overwrites out/config.yaml, appends to out/log.txt and adds
-#: out/events.out.tfevents.*, although the error line itself is right.
-OUTPUT_TOUCHED = (pytest.mark.xfail(strict=True, reason="train_net overwrites an earlier run's config.yaml and "
-                                    "log.txt before it reads MODEL.WEIGHTS"),)
-
 
 @dataclass(frozen=True)
 class Run:
@@ -142,32 +135,31 @@ RUNS: list[Run] = [
     Run("pt-empty-class", PRETRAIN, (), "data/train/c"),
     # weights and checkpoints
     Run("w-truncated-safetensors", TRAIN_NET, (*DATASET, "MODEL.WEIGHTS", "weights.safetensors"),
-        "weights.safetensors", SLOW + OUTPUT_TOUCHED),
+        "weights.safetensors", SLOW),
     Run("w-truncated-safetensors", DEMO_TOOL, ("--weights", "weights.safetensors", "--input", "images/a.png"),
         "weights.safetensors"),
     Run("w-truncated-safetensors", CONVERT, ("weights.safetensors",), "weights.safetensors", SLOW),
     Run("w-zip-not-checkpoint", TRAIN_NET, (*DATASET, "MODEL.WEIGHTS", "weights.pth"), "weights.pth",
-        SLOW + OUTPUT_TOUCHED),
+        SLOW),
     Run("w-zip-not-checkpoint", CONVERT, ("weights.pth",), "weights.pth"),
-    Run("w-text-file", TRAIN_NET, (*DATASET, "MODEL.WEIGHTS", "weights.txt"), "weights.txt", OUTPUT_TOUCHED),
+    Run("w-text-file", TRAIN_NET, (*DATASET, "MODEL.WEIGHTS", "weights.txt"), "weights.txt"),
     Run("w-text-file", CONVERT, ("weights.txt",), "weights.txt", SLOW),
     Run("w-marker-pickle", TRAIN_NET, (*DATASET, "MODEL.WEIGHTS", "weights.pth"), "--allow-unsafe-pickle",
-        SLOW + OUTPUT_TOUCHED),
+        SLOW),
     Run("w-marker-pickle", DEMO_TOOL, ("--weights", "weights.pth", "--input", "images/a.png"),
         "--allow-unsafe-pickle", SLOW),
     Run("w-marker-pickle", CONVERT, ("weights.pth",), "--allow-unsafe-pickle"),
-    Run("w-d2-wrong-shapes", TRAIN_NET, (*DATASET, "MODEL.WEIGHTS", "weights.pkl"), "weights.pkl",
-        AFTER_CHECKPOINTER_CHANGE),
+    Run("w-d2-wrong-shapes", TRAIN_NET, (*DATASET, "MODEL.WEIGHTS", "weights.pkl"), "weights.pkl"),
     Run("w-d2-wrong-shapes", DEMO_TOOL, ("--weights", "weights.pkl", "--input", "images/a.png"), "weights.pkl",
-        SLOW + AFTER_CHECKPOINTER_CHANGE),
+        SLOW),
     Run("w-too-few-keys", TRAIN_NET, (*DATASET, "MODEL.WEIGHTS", "weights.pth"), "weights.pth",
-        SLOW + AFTER_CHECKPOINTER_CHANGE),
+        SLOW),
     Run("ckpt-empty-last-checkpoint", TRAIN_NET, ("--resume", *DATASET), "last_checkpoint",
         (pytest.mark.skip(reason="by design --resume falls back to the newest intact checkpoint, and with none "
                                  "trains from MODEL.WEIGHTS: not an error"),)),
     Run("ckpt-zero-byte-model-final", TRAIN_NET, ("--eval-only", *DATASET, "MODEL.WEIGHTS", "out/model_final.pth"),
-        "model_final.pth", OUTPUT_TOUCHED),
-    Run("ds-good", TRAIN_NET, ("--eval-only", *DATASET), "MODEL.WEIGHTS", AFTER_CHECKPOINTER_CHANGE,
+        "model_final.pth"),
+    Run("ds-good", TRAIN_NET, ("--eval-only", *DATASET), "MODEL.WEIGHTS",
         bad="eval-only-without-weights"),
     # demo inputs
     Run("img-corrupt-jpg", DEMO_TOOL, ("--input", "photo.jpg"), "photo.jpg"),

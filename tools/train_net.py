@@ -30,6 +30,7 @@ from detectron2.evaluation import verify_results
 
 from nasnet_det.config import config_yaml
 from nasnet_det.detection import ConfigError, NASNetTrainer, build_checkpointer, compat
+from nasnet_det.detection.checkpoint import preflight_weights
 from nasnet_det.detection.run_config import resolve_run_config, setup_run_config
 from nasnet_det.errors import NASNetError
 
@@ -64,6 +65,9 @@ def setup(args):
     """The run's config (nasnet_det.detection.run_config), then detectron2's default_setup."""
     cfg = setup_run_config(args.config_file, list(args.opts), **_cli_datasets(args), eval_only=args.eval_only,
                            resume=args.resume, allow_random_weights=args.allow_random_weights)
+    # before default_setup writes OUTPUT_DIR/config.yaml: a run that cannot load its weights changes nothing
+    preflight_weights(cfg, resume=args.resume, purpose="inference" if args.eval_only else "init",
+                      allow_unsafe_pickle=args.allow_unsafe_pickle)
     default_setup(cfg, args)
     return cfg
 

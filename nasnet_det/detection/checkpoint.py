@@ -255,3 +255,24 @@ class NASNetCheckpointer(DetectionCheckpointer):
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+
+
+def preflight_weights(cfg, *, resume: bool, purpose: LoadPurpose, allow_unsafe_pickle: bool = False) -> None:
+    """Read and check the weights a run will load, before the run writes anything.
+
+    detectron2's ``default_setup`` writes ``OUTPUT_DIR/config.yaml`` and the log, and the trainer
+    its event files, before any weights are read: a run with an unreadable ``MODEL.WEIGHTS``, or
+    a ``--resume`` refused for a changed ``NUM_CLASSES``, would fail only after overwriting the
+    previous run's ``config.yaml``. This does the same reading and fit checks as the real load,
+    on a parameter-free (meta-device) copy of the detector, so it costs the file read and a second.
+    """
+    from detectron2.modeling import build_model
+
+    meta_cfg = cfg.clone()
+    meta_cfg.defrost()
+    meta_cfg.MODEL.DEVICE = "meta"
+    with torch.device("meta"):
+        model = build_model(meta_cfg)
+    checker = NASNetCheckpointer(model, cfg.OUTPUT_DIR, allow_unsafe_pickle=allow_unsafe_pickle,
+                                 weights_purpose=purpose, cfg=cfg)
+    checker.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
