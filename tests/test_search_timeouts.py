@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,10 @@ def slow_on_even_seed(genotype, child, data, seed, device):
     the others return at once. Imported by the (spawned) pool workers as ``test_search_timeouts:...``."""
     if seed % 2 == 0:
         time.sleep(child.synthetic_sleep_s)
-    return train_synthetic(genotype, replace(child, synthetic_sleep_s=0.0), data, seed, device)
+    fast = child.clone()
+    fast.defrost()
+    fast.synthetic_sleep_s = 0.0
+    return train_synthetic(genotype, fast, data, seed, device)
 
 
 def final_records(folder: Path) -> dict[int, dict]:
