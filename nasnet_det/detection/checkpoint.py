@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -275,4 +276,6 @@ def preflight_weights(cfg, *, resume: bool, purpose: LoadPurpose, allow_unsafe_p
         model = build_model(meta_cfg)
     checker = NASNetCheckpointer(model, cfg.OUTPUT_DIR, allow_unsafe_pickle=allow_unsafe_pickle,
                                  weights_purpose=purpose, cfg=cfg)
-    checker.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    with warnings.catch_warnings():  # torch warns once per tensor that copying into meta is a no-op
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter", category=UserWarning)
+        checker.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
