@@ -84,7 +84,8 @@ def build(results: Path) -> str:
                                f"{r['speedup_vs_timm']:.2f}x wall")
     bf16 = _load("classifier_inference_bf16", results)
     if bf16:
-        parts.append(_section(f"bf16 autocast (AMX or AVX512-BF16) inference, its own side-by-side run {_when(bf16)}", bf16["rows"], [
+        title = f"bf16 autocast (AMX or AVX512-BF16) inference, its own side-by-side run {_when(bf16)}"
+        parts.append(_section(title, bf16["rows"], [
             ("model", "model", ""), ("impl", "impl", ""), ("batch", "batch", "d"), ("img_s", "img/s", ".3f"),
             ("speedup_vs_timm", "x timm (wall)", ".2f"),
             ("rel_diff_vs_ours_plain", "max rel diff vs ours plain", ".1e"),
