@@ -104,7 +104,8 @@ def test_process_pool_timeout_spares_children_that_finish_in_time(tmp_path):
     summary, wall = _search_then_shut_down(cfg, tmp_path, ProcessExecutor(workers=2, threads=1,
                                                                           timeout_s=cfg.child.timeout_s))
     assert wall < SLEEP / 3
-    assert (summary.ok, summary.failed) == (n - len(slow), len(slow))
+    assert (summary.ok, summary.failed) == (n - len(slow), len(slow)), \
+        [r["error"] for r in final_records(tmp_path).values()]
     for i, r in final_records(tmp_path).items():
         if i in slow:
             assert r["status"] == "failed" and "child.timeout_s" in r["error"]

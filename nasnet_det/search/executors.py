@@ -91,6 +91,8 @@ def _worker_main(conn: Any, env: dict[str, str], parent_pid: int) -> None:
     os.environ.update(env)  # e.g. CUDA_VISIBLE_DEVICES, before torch is imported
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    import torch  # noqa: F401  (the start-up cost: children import it, and child.timeout_s must not count it)
+
     from .child import run_trial
 
     conn.send(("ready", None))  # start-up (importing torch) done: child.timeout_s counts from here
