@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("detectron2")
 
+from test_detection_common import COCO_MINI_TRAIN_IMAGES, COCO_MINI_TRAIN_JSON, requires_coco_mini  # noqa: E402
+
 _BROKEN_C = r'''
 import importlib.abc, importlib.machinery, sys
 
@@ -47,3 +49,17 @@ def test_an_absent_compiled_extension_gets_the_stand_in():
         pytest.skip("this detectron2 has its compiled ops")
     with pytest.raises(RuntimeError, match="without its compiled"):
         sys.modules["detectron2._C"].nms_rotated  # noqa: B018
+
+
+@requires_coco_mini
+def test_fast_cocoeval_is_offered_only_with_compiled_ops(tmp_path):
+    from nasnet_det.detection import compat, register_coco_json
+    from nasnet_det.errors import ConfigError
+
+    name = register_coco_json("nasnet_test_fast_eval", str(COCO_MINI_TRAIN_JSON), str(COCO_MINI_TRAIN_IMAGES))
+    assert compat.coco_evaluator(name, str(tmp_path))._use_fast_impl is False  # the default
+    if compat.HAS_COMPILED_OPS:
+        assert compat.coco_evaluator(name, str(tmp_path), fast=True)._use_fast_impl is True
+    else:
+        with pytest.raises(ConfigError, match="TEST.FAST_COCOEVAL"):
+            compat.coco_evaluator(name, str(tmp_path), fast=True)

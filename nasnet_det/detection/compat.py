@@ -92,18 +92,25 @@ HAS_COMPILED_OPS: bool = _install_compiled_ops_stand_in()
 # --------------------------------------------------------------------------------------------
 
 
-def coco_evaluator(dataset_name: str, output_dir: str | None = None, distributed: bool = True):
-    """A COCOEvaluator that reports the *official* pycocotools numbers.
+def coco_evaluator(dataset_name: str, output_dir: str | None = None, distributed: bool = True,
+                   fast: bool = False):
+    """A COCOEvaluator; by default with the *official* pycocotools numbers.
 
     detectron2's default ``use_fast_impl=True`` needs ``_C`` (COCOeval_opt); v0.6 would then fail
-    at evaluation time and main silently falls back. Passing False gives the same, official
-    numbers on both and on builds with or without the compiled ops.
+    at evaluation time and main silently falls back. So the default is False, the same numbers on
+    every build. ``fast`` (``TEST.FAST_COCOEVAL``) asks for detectron2's C++ COCOeval, which gives
+    the same numbers faster; without compiled ops it is refused rather than silently ignored.
     """
     from detectron2.evaluation import COCOEvaluator
 
+    from ..errors import ConfigError
+
+    if fast and not HAS_COMPILED_OPS:
+        raise ConfigError("TEST.FAST_COCOEVAL True needs detectron2's compiled ops (detectron2._C), which this "
+                          "install lacks; leave it False (the official pycocotools evaluation, same numbers)")
     return COCOEvaluator(
         dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
-        use_fast_impl=False,
+        use_fast_impl=fast,
     )
 
 

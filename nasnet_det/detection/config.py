@@ -80,6 +80,8 @@ def add_nasnet_config(cfg: CN) -> CN:
     # records its --dataset-json / --test-json here, so that the OUTPUT_DIR/config.yaml it saves is
     # complete: loading that file registers the same datasets again (see run_config.py).
     _C.DATASETS.COCO_JSON = []
+    # True: detectron2's C++ COCOeval (needs compiled ops; same numbers, faster on big test sets).
+    _C.TEST.FAST_COCOEVAL = False
     return cfg
 
 

@@ -49,7 +49,7 @@ class NASNetTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return compat.coco_evaluator(dataset_name, output_dir=output_folder)
+        return compat.coco_evaluator(dataset_name, output_dir=output_folder, fast=cfg.TEST.FAST_COCOEVAL)
 
     def build_hooks(self):
         # DefaultTrainer.__init__ made a plain DetectionCheckpointer just before calling us; swap
