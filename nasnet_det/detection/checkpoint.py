@@ -112,7 +112,7 @@ class NASNetCheckpointer(DetectionCheckpointer):
         """Resume from the newest intact checkpoint of ``save_dir``, else load ``path``."""
         if resume:
             self._resume_attempted = True
-            for candidate in self.resume_candidates():
+            for candidate in resume_candidates(self.save_dir):
                 try:
                     data = self._load_file(candidate)
                 except UnsafeFileError:
@@ -126,7 +126,7 @@ class NASNetCheckpointer(DetectionCheckpointer):
                     return self._load_loaded(candidate, data)
                 finally:
                     self._purpose = self.weights_purpose
-            if self.resume_candidates():
+            if resume_candidates(self.save_dir):
                 _logger.warning("--resume: no intact checkpoint in %s; starting from MODEL.WEIGHTS %r",
                                 self.save_dir, path)
         return self.load(path, checkpointables=[])
@@ -143,10 +143,6 @@ class NASNetCheckpointer(DetectionCheckpointer):
                 self.checkpointables[key].load_state_dict(checkpoint.pop(key))
         return checkpoint
 
-    def resume_candidates(self) -> list[str]:
-        """``last_checkpoint``'s target, then every other checkpoint, newest first."""
-        return resume_candidates(self.save_dir)
-
     def has_checkpoint(self) -> bool:
         """Whether there is a checkpoint to resume from; after a resume, whether one was loaded.
 
@@ -156,7 +152,7 @@ class NASNetCheckpointer(DetectionCheckpointer):
         """
         if self._resume_attempted:
             return self._resumed_from is not None
-        return bool(self.resume_candidates())
+        return bool(resume_candidates(self.save_dir))
 
     def _load_file(self, filename: str) -> dict:
         if not os.path.isfile(filename):

@@ -23,11 +23,19 @@ def _entry(name: str, files: tuple[str, str]) -> list[str]:
     return [name, os.path.abspath(os.path.expanduser(json_file)), os.path.abspath(os.path.expanduser(image_root))]
 
 
-def register_config_datasets(cfg) -> None:
-    """Register every ``DATASETS.COCO_JSON`` entry (each checked, with one error naming it)."""
+def coco_json_entries(cfg) -> list[tuple[str, str, str]]:
+    """``DATASETS.COCO_JSON`` as ``(name, json_file, image_root)`` triples; one error for a malformed entry."""
+    entries = []
     for entry in cfg.DATASETS.COCO_JSON:
         if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and all(isinstance(x, str) for x in entry)):
             raise ConfigError(f"DATASETS.COCO_JSON entry {entry!r}: expected [name, json_file, image_root]")
+        entries.append(tuple(entry))
+    return entries
+
+
+def register_config_datasets(cfg) -> None:
+    """Register every ``DATASETS.COCO_JSON`` entry."""
+    for entry in coco_json_entries(cfg):
         register_coco_json(*entry)
 
 

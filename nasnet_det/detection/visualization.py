@@ -120,12 +120,14 @@ def config_class_source(cfg) -> tuple[str | None, str | None]:
     DATASETS.COCO_JSON, else its registered metadata, e.g. the builtin COCO sets); else nothing."""
     from detectron2.data import MetadataCatalog
 
+    from .run_config import coco_json_entries
+
     if not cfg.DATASETS.TEST:
         return None, None
     name = cfg.DATASETS.TEST[0]
-    for entry in cfg.DATASETS.COCO_JSON:
-        if isinstance(entry, (list, tuple)) and len(entry) == 3 and entry[0] == name:
-            return entry[1], None
+    for entry_name, json_file, _image_root in coco_json_entries(cfg):
+        if entry_name == name:
+            return json_file, None
     if hasattr(MetadataCatalog.get(name), "thing_classes"):
         return None, name
     return None, None
