@@ -105,6 +105,21 @@ def _spatial_after(config: NASNetConfig, num_halvings: int) -> int:
     return size
 
 
+def init_module(m: nn.Module) -> None:
+    """Initialize one module's own tensors as ``NASNet.reset_parameters`` does (also used by the
+    search's shared weights, which materialize modules one at a time)."""
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)):
+        if getattr(m, "track_running_stats", False) and m.running_mean is not None:
+            m.reset_running_stats()
+        if m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class NASNet(nn.Module):
     """A NASNet-style classifier; see docs/DEVELOPING.md for the contract.
 
@@ -223,13 +238,7 @@ class NASNet(nn.Module):
         for m in self.modules():
             if getattr(m, "weight", None) is not None and m.weight.is_meta:
                 continue  # nothing to initialize (shape analysis); random init on meta is slow Python
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and m.weight is not None:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_module(m)
 
     # Options ---------------------------------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -8,7 +8,6 @@ driver's own overhead); ``package.module:function`` lets a user plug in their ow
 from __future__ import annotations
 
 import importlib
-import logging
 import math
 import os
 import socket
@@ -46,23 +45,6 @@ def train_synthetic(genotype: Genotype, child: Config, data: Config, seed: int, 
             "macs": 0}
 
 
-def count_macs(model: Any, image_size: int) -> int:
-    """Multiply-adds of one forward pass on one image (fvcore counts one 'flop' per multiply-add)."""
-    import torch
-    from fvcore.nn import FlopCountAnalysis
-
-    was_training = model.training
-    model.eval()
-    try:
-        analysis = FlopCountAnalysis(model, torch.zeros(1, 3, image_size, image_size,
-                                                        device=next(model.parameters()).device))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        logging.getLogger("fvcore").setLevel(logging.ERROR)
-        return int(analysis.total())
-    finally:
-        model.train(was_training)
-
-
 def build_child_model(genotype: Genotype, child: Config, num_classes: int, image_size: int = 32) -> Any:
     """The child skeleton (``child.arch`` + ``child.network``, by default NASNet-A CIFAR with N cells
     per stage, F filters, no aux head, no drop-path) with the sampled genotype's cells.
@@ -88,6 +70,7 @@ def train_cifar(genotype: Genotype, child: Config, data: Config, seed: int, devi
     """The paper's proxy training: SGD with momentum, L2 weight decay, one cosine period, fixed epochs."""
     import torch
 
+    from .cost import count_macs
     from .data import augment, load_child_data, normalize
 
     torch.manual_seed(seed)

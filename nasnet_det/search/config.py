@@ -26,7 +26,10 @@ class SearchConfig(Config):
 def _defaults() -> SearchConfig:
     c = SearchConfig(new_allowed=False)
     c.name = "search"
-    c.strategy = "ppo"  # "ppo" | "random" | "evolution"
+    # "multi_trial": the paper's search, every architecture trained from scratch (child.*, executor.*);
+    # "weight_sharing": ENAS-style, one set of shared weights trained for all (weight_sharing.*).
+    c.mode = "multi_trial"
+    c.strategy = "ppo"  # "ppo" | "reinforce" | "random" | "evolution"
     c.num_archs = 20000
     c.seed = 0
     c.top_k = 10
@@ -68,6 +71,28 @@ def _defaults() -> SearchConfig:
         "image_size": 32, "pad": 4,  # random-crop padding
         "flip": True,
     })
+    # Weight-sharing mode (ENAS, Pham et al. 2018): each epoch trains the shared weights on the
+    # training split (one controller-sampled architecture per minibatch, child.batch_size / lr /
+    # momentum / weight_decay), then scores num_archs / epochs proposals on held-out minibatches and
+    # feeds those rewards to the strategy. At the end final_archs proposals of the trained
+    # controller are scored on the whole held-out split; they are the ones the report ranks.
+    c.weight_sharing = SearchConfig({
+        "epochs": 10,
+        "eval_batch_size": 256,  # held-out images per reward during the search (ENAS: one minibatch)
+        "final_archs": 100,
+        "grad_clip": 5.0,  # ENAS's bound on the shared weights' gradient norm; 0 = off
+    })
+    # Cost-aware rewards, both modes: reward = accuracy * (cost / target) ** weight (MnasNet's soft
+    # objective, Tan et al. 2019, w = -0.07), and architectures whose cost exceeds limit are rejected
+    # before any training. cost: fvcore MACs or parameters of the child network, or its batch-1
+    # forward latency in milliseconds measured on this machine.
+    c.cost = SearchConfig({
+        "metric": "none",  # "none" | "macs" | "params" | "latency"
+        "target": 0.0,  # 0 = no soft objective
+        "weight": -0.07,
+        "limit": 0.0,  # 0 = no hard limit
+        "latency_repeats": 5,
+    })
     # Where children run: inline, local worker processes, or Ray.
     c.executor = SearchConfig({
         "kind": "process",  # "inline" | "process" | "ray"
@@ -87,7 +112,9 @@ MOVED = {"child.num_cells": "child.network.num_cells", "child.filters": "child.n
          "child.dense_dropout_keep_prob": "child.network.dense_dropout_keep_prob"}
 
 _CHOICES = {
-    "strategy": ("ppo", "random", "evolution"),
+    "mode": ("multi_trial", "weight_sharing"),
+    "strategy": ("ppo", "reinforce", "random", "evolution"),
+    "cost.metric": ("none", "macs", "params", "latency"),
     "data.format": ("imagefolder", "cifar10"),
     "executor.kind": ("inline", "process", "ray"),
     "child.device": ("auto", "cpu", "cuda"),
@@ -95,13 +122,14 @@ _CHOICES = {
 _POSITIVE = {
     "num_archs", "top_k", "space.num_blocks", "ppo.hidden_size", "ppo.batch_size", "ppo.epochs",
     "evolution.population", "evolution.sample_size", "child.epochs", "child.batch_size", "child.threads",
-    "data.image_size", "ppo.lr", "child.lr",
+    "data.image_size", "ppo.lr", "child.lr", "weight_sharing.epochs", "weight_sharing.eval_batch_size",
+    "cost.latency_repeats",
 }
 _NON_NEGATIVE = {
     "seed", "ppo.init_range", "ppo.entropy_weight", "ppo.clip", "ppo.grad_clip", "child.momentum",
     "child.weight_decay", "child.timeout_s", "child.synthetic_sleep_s", "data.val_size",
     "data.train_size", "data.split_seed", "data.pad", "executor.workers", "executor.max_retries",
-    "executor.ray_num_cpus",
+    "executor.ray_num_cpus", "weight_sharing.final_archs", "weight_sharing.grad_clip", "cost.target", "cost.limit",
 }
 
 
@@ -132,6 +160,15 @@ def validate(cfg: SearchConfig, source: str = "config") -> SearchConfig:
             f"{source}: evolution.sample_size: {cfg.evolution.sample_size} exceeds "
             f"evolution.population {cfg.evolution.population}"
         )
+    if (cfg.cost.target > 0 or cfg.cost.limit > 0) and cfg.cost.metric == "none":
+        raise ConfigError(f"{source}: cost.metric: 'none' with cost.target/cost.limit set; choose macs, params "
+                          f"or latency")
+    if cfg.mode == "weight_sharing" and cfg.child.trainer != "cifar":
+        raise ConfigError(f"{source}: child.trainer: {cfg.child.trainer!r}; mode weight_sharing trains its "
+                          f"shared weights on data.* itself (child.trainer cifar)")
+    if cfg.mode == "weight_sharing" and cfg.num_archs < cfg.weight_sharing.epochs:
+        raise ConfigError(f"{source}: num_archs: {cfg.num_archs} is less than weight_sharing.epochs "
+                          f"{cfg.weight_sharing.epochs}; each epoch scores num_archs / epochs architectures")
     if cfg.child.trainer not in ("cifar", "synthetic") and ":" not in cfg.child.trainer:
         raise ConfigError(
             f"{source}: child.trainer: {cfg.child.trainer!r} is not 'cifar', 'synthetic' or 'module:function'"

@@ -164,7 +164,7 @@ def check_output(cfg: SearchConfig, output: Path, resume: bool) -> None:
     saved = output / CONFIG_NAME
     if resume and saved.exists():
         old = yaml.safe_load(saved.read_text()) or {}
-        for key in ("strategy", "seed", "space"):
+        for key in ("mode", "strategy", "seed", "space"):
             if old.get(key) != cfg.to_dict()[key]:
                 raise SearchError(f"{saved}: the search being resumed has {key}={old.get(key)!r}, "
                                   f"the given config has {cfg.to_dict()[key]!r}; they must match")
@@ -173,7 +173,7 @@ def check_output(cfg: SearchConfig, output: Path, resume: bool) -> None:
 def remove_stale_temporaries(output: Path) -> None:
     """Temporary files of the driver's own atomic writes (state, config) that a SIGKILL left behind;
     under the folder's lock no other process can be writing them."""
-    for name in (STATE_NAME, CONFIG_NAME):
+    for name in (STATE_NAME, CONFIG_NAME, "supernet.safetensors"):
         for tmp in output.glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
 
@@ -199,6 +199,10 @@ def run_search(cfg: SearchConfig, output: str | Path, resume: bool = False, exec
     with OutputLock(output, "search"):
         check_output(cfg, output, resume)
         remove_stale_temporaries(output)
+        if cfg.mode == "weight_sharing":
+            from .weight_sharing import WeightSharingSearch
+
+            return WeightSharingSearch(cfg, output, strategy, on_event).run(repair, allow_unsafe_pickle)
         return _Search(cfg, output, executor, strategy, progress, on_event).run(repair, allow_unsafe_pickle)
 
 
@@ -214,7 +218,7 @@ class _Search:
         self.executor = executor
         self.progress = progress
         self.on_event = on_event
-        self.counts = {"ok": 0, "failed": 0, "retries": 0}
+        self.counts = {"ok": 0, "failed": 0, "rejected": 0, "retries": 0}
         self.best: Trial | None = None
         self.first_failure: Trial | None = None
         self.pending: dict[Future, Trial] = {}

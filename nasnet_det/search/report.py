@@ -28,8 +28,13 @@ def load_trials(folder_or_log: str | Path) -> list[Trial]:
 
 
 def top_trials(trials: list[Trial], k: int) -> list[Trial]:
-    """The k best finished trials by reward (ties: the earlier trial first)."""
+    """The k best finished trials by reward (ties: the earlier trial first).
+
+    A weight-sharing search ranks only its final phase: rewards of earlier epochs were measured
+    on less trained shared weights and on one minibatch, so they are not comparable."""
     ok = [t for t in trials if t.status == "ok" and t.reward is not None]
+    if any(t.info.get("phase") == "final" for t in ok):
+        ok = [t for t in ok if t.info.get("phase") == "final"]
     return sorted(ok, key=lambda t: (-t.reward, t.trial_id))[:k]
 
 
@@ -132,6 +137,7 @@ def write_report(folder: str | Path, top_k: int = 10, draw: bool = True, label: 
     ok = [t for t in trials if t.status == "ok"]
     summary = {
         "sampled": len(trials), "ok": len(ok), "failed": sum(t.status == "failed" for t in trials),
+        "rejected": sum(t.status == "rejected" for t in trials),
         "in_flight": sum(t.status in ("running", "retry") for t in trials),
         "best_reward": max((t.reward for t in ok), default=None),
         "mean_reward": sum(t.reward for t in ok) / len(ok) if ok else None,

@@ -1,4 +1,5 @@
-"""Search strategies behind one interface: PPO on the LSTM controller, random search, regularized evolution.
+"""Search strategies behind one interface: PPO or REINFORCE on the LSTM controller, random search,
+regularized evolution.
 
 The driver only ever calls ``propose()`` (give me an architecture to train), ``observe()`` (here is
 its reward, or None if it failed), ``resume_at()`` and ``state_dict()``/``load_state_dict()``. Keeping
@@ -61,6 +62,13 @@ class Strategy:
 
     def _propose(self, index: int) -> Proposal:
         raise NotImplementedError
+
+    def sample_architecture(self, seed: int) -> list[int]:
+        """An architecture drawn from the strategy's current distribution with its own seed, without
+        handing out a proposal (weight-sharing training steps: ENAS trains the shared weights on
+        architectures the controller samples). Uniform unless the strategy has a policy."""
+        rng = random.Random(seed)
+        return [rng.randrange(n) for n in self.sizes]
 
     def resume_at(self, next_index: int, last: Proposal | None) -> None:
         """The log holds ``next_index`` proposals (the last one is ``last``); continue after them.
@@ -216,6 +224,12 @@ class PPOSearch(Strategy):
         return [Proposal(d, {"log_prob": float(lp), **info})
                 for d, lp in zip(out.decisions.tolist(), out.log_prob.tolist())]
 
+    def sample_architecture(self, seed: int) -> list[int]:
+        """One sequence from the controller's current policy (seeded, no proposal handed out)."""
+        generator = self.torch.Generator().manual_seed(seed)
+        with self._one_thread(), self.torch.no_grad():
+            return self.controller(1, generator=generator).decisions[0].tolist()
+
     def resume_at(self, next_index: int, last: Proposal | None) -> None:
         """Continue the batch the last logged proposal came from, if the uninterrupted search would
         have: same policy (no update since), and proposals left in it."""
@@ -290,6 +304,29 @@ class PPOSearch(Strategy):
         self._queue = []
 
 
+class REINFORCESearch(PPOSearch):
+    """The controller trained with REINFORCE (Williams 1992; the paper's first method, and ENAS's):
+    the policy gradient of (reward - EMA baseline) * log-probability, with the entropy bonus.
+
+    Same controller, batching, state and resume as PPO; only the objective differs. Rewards that
+    arrive after a newer update are used as they are (no importance correction), as in ENAS.
+    """
+
+    name = "reinforce"
+
+    def _grad_step(self, decisions: Any, old_log_prob: Any, advantage: Any) -> None:
+        torch = self.torch
+        with torch.enable_grad():
+            out = self.controller(decisions=decisions)
+            loss = -(out.log_prob * advantage).mean() - self.entropy_weight * out.entropy.mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip)
+            self.optimizer.step()
+        self._last = (out, loss)
+
+
 class FixedList(Strategy):
     """Proposes a given list of decision sequences in order: the retrain step reuses the driver
     (pool, log, retries, resume) to train the top-K genotypes of a search for longer."""
@@ -319,5 +356,6 @@ def build_strategy(cfg: SearchConfig, space: SearchSpace | None = None) -> Strat
     if cfg.strategy == "evolution":
         return RegularizedEvolution(space, cfg.seed, cfg.evolution.population, cfg.evolution.sample_size)
     p = cfg.ppo
-    return PPOSearch(space, cfg.seed, p.hidden_size, p.init_range, p.lr, p.entropy_weight, p.baseline_decay,
+    kind = REINFORCESearch if cfg.strategy == "reinforce" else PPOSearch
+    return kind(space, cfg.seed, p.hidden_size, p.init_range, p.lr, p.entropy_weight, p.baseline_decay,
                      p.batch_size, p.clip, p.epochs, p.grad_clip)

@@ -1,6 +1,6 @@
 """The search's durable memory: an append-only JSONL log of trial events.
 
-Every state change of a trial is one line (``running``, ``retry``, ``ok``, ``failed``) written
+Every state change of a trial is one line (``running``, ``retry``, ``ok``, ``failed``, ``rejected``) written
 with flush + fsync before the driver acts on it, so after any crash the log says exactly which
 trials finished (never re-run), which were in flight (re-run), and how many were sampled. A
 crash in the middle of a write leaves a torn last line (one without its newline); it is cut off on
@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from ..durable import atomic_write_bytes, write_error
 from ..errors import StateError
 
-FINISHED = ("ok", "failed")
+FINISHED = ("ok", "failed", "rejected")  # rejected: over the cost limit, never trained
 IN_FLIGHT = ("running", "retry")
 STATUSES = IN_FLIGHT + FINISHED
 

@@ -1,0 +1,242 @@
+"""The weight-sharing search (``mode: weight_sharing``): ENAS's two alternating steps on the driver's log.
+
+Each epoch (1) trains the shared weights (``supernet.SharedWeights``) for one pass over the
+training split, one architecture sampled from the strategy per minibatch, then (2) scores
+``num_archs / epochs`` proposals, each on one held-out minibatch with the shared weights, and feeds
+the rewards to the strategy (PPO updates every ``ppo.batch_size`` rewards). After the last epoch,
+``weight_sharing.final_archs`` proposals of the trained controller are scored on the whole held-out
+split (trials with ``info.phase == "final"``); the report ranks those.
+
+Everything the multi-trial driver keeps is kept: every proposal is a trial in ``trials.jsonl``
+(logged before it is scored), the strategy state and ``controller_updates.jsonl`` are the same
+files, and the report, plots, top-K JSONs and ``retrain`` read the folder unchanged.
+
+Exact resume: the shared weights and their optimizer are saved (``supernet.safetensors``, atomic)
+after each training pass, before any of that epoch's proposals is scored. A resumed search loads
+them, rebuilds the strategy from its state and the log (``driver.restore_strategy``), re-scores
+in-flight trials with the weights they were proposed under and continues with the next proposal:
+no finished epoch, scored trial or controller update is lost or repeated. An epoch whose training
+pass was interrupted is trained again from the previous epoch's weights, with the same seed.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..durable import atomic_write_text
+from ..errors import StateError
+from .config import SearchConfig, child_network
+from .cost import CostModel
+from .data import augment, load_child_data, normalize
+from .driver import CONFIG_NAME, LOG_NAME, UPDATES_NAME, SearchSummary, UpdateLog, restore_strategy, trial_seed
+from .state import STATE_NAME, load_state, save_state
+from .strategies import Strategy, build_strategy, space_of
+from .supernet import SharedWeights
+from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog
+
+SUPERNET_NAME = "supernet.safetensors"
+
+
+def _seed(*parts: Any) -> int:
+    digest = hashlib.sha256(":".join(str(p) for p in ("nasnet-ws",) + parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def epoch_ranges(cfg: SearchConfig) -> list[range]:
+    """The trial ids each epoch scores (the last epoch takes the remainder), then the final phase's."""
+    epochs, n = cfg.weight_sharing.epochs, cfg.num_archs
+    bounds = [e * n // epochs for e in range(epochs + 1)]
+    ranges = [range(bounds[e], bounds[e + 1]) for e in range(epochs)]
+    return ranges + [range(n, n + cfg.weight_sharing.final_archs)]
+
+
+class WeightSharingSearch:
+    """One run (or resumed run) of a weight-sharing search into a locked, checked output folder."""
+
+    def __init__(self, cfg: SearchConfig, output: Path, strategy: Strategy | None = None,
+                 on_event: Callable[[str, Trial], None] | None = None) -> None:
+        self.cfg = cfg
+        self.output = output
+        self.space = space_of(cfg)
+        self.strategy = strategy or build_strategy(cfg, self.space)
+        self.on_event = on_event
+        self.data = load_child_data(cfg.data)
+        self.base = child_network(cfg.child, num_classes=self.data.num_classes, image_size=cfg.data.image_size)
+        self.bank = SharedWeights(self.base)
+        self.cost = CostModel(cfg.cost, self.base, cfg.data.image_size)
+        self.optimizer: torch.optim.SGD | None = None
+        self.epochs_trained = 0
+        self.counts = {"ok": 0, "failed": 0, "rejected": 0}
+        self.best: Trial | None = None
+
+    # Shared weights and their optimizer ----------------------------------------------------------
+    def _groups(self) -> list[dict[str, Any]]:
+        params = list(self.bank.weights.values())
+        c = self.cfg.child
+        return [{"params": [p for p in params if p.dim() > 1], "weight_decay": c.weight_decay},
+                {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+
+    def _new_parameter(self, key: str, p: torch.nn.Parameter) -> None:
+        if self.optimizer is not None:
+            self.optimizer.param_groups[0 if p.dim() > 1 else 1]["params"].append(p)
+
+    def _start_bank(self, resume_state: dict[str, Any] | None) -> None:
+        c = self.cfg.child
+        if resume_state is not None:
+            self.bank.load_bank_state(resume_state["bank"])
+        else:
+            self.bank.network(self.space.decode(self.strategy.sample_architecture(_seed(self.cfg.seed, "init"))))
+        self.optimizer = torch.optim.SGD(self._groups(), lr=c.lr, momentum=c.momentum)
+        if resume_state is not None:
+            self.optimizer.load_state_dict(resume_state["optimizer"])
+            self.epochs_trained = int(resume_state["epochs_trained"])
+        self.bank.on_new_parameter = self._new_parameter
+
+    def _save_bank(self) -> None:
+        save_state({"bank": self.bank.bank_state(), "optimizer": self.optimizer.state_dict(),
+                    "epochs_trained": self.epochs_trained}, self.output / SUPERNET_NAME)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training split; each minibatch on one architecture the strategy samples."""
+        cfg, c, d = self.cfg, self.cfg.child, self.data
+        torch.manual_seed(_seed(cfg.seed, "epoch", epoch))  # new bank tensors' init: same on a re-run
+        gen = torch.Generator().manual_seed(_seed(cfg.seed, "data", epoch))
+        n = len(d.train_x)
+        bs = min(c.batch_size, n)
+        steps = max(1, n // bs)
+        total = steps * cfg.weight_sharing.epochs
+        perm = torch.randperm(n, generator=gen)
+        losses = []
+        for i in range(steps):
+            step = epoch * steps + i
+            decisions = self.strategy.sample_architecture(_seed(cfg.seed, "train", epoch, i))
+            genotype = self.space.decode(decisions)
+            idx = perm[i * bs:(i + 1) * bs]
+            x = normalize(augment(d.train_x[idx], cfg.data.pad, cfg.data.flip, gen), d.mean, d.std)
+            logits = self.bank(x, genotype, train=True)
+            loss = F.cross_entropy(logits, d.train_y[idx])
+            if not torch.isfinite(loss):
+                raise StateError(f"weight-sharing training diverged at epoch {epoch} step {i} (loss {float(loss)}); "
+                                 f"lower child.lr")
+            for g in self.optimizer.param_groups:
+                g["lr"] = 0.5 * c.lr * (1 + math.cos(math.pi * step / total))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.weight_sharing.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for p in self.bank.weights.values() if p.grad is not None],
+                                               cfg.weight_sharing.grad_clip)
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+        return {"train_loss": sum(losses) / len(losses), "steps": steps}
+
+    # Rewards -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def accuracy(self, decisions: list[int], images: slice | None) -> float:
+        """Shared-weight accuracy on the held-out images ``images`` (None: all of them), with
+        batch statistics as in training and the bank's running statistics left alone."""
+        d = self.data
+        genotype = self.space.decode(decisions)
+        xs, ys = (d.val_x, d.val_y) if images is None else (d.val_x[images], d.val_y[images])
+        correct = 0
+        bs = self.cfg.weight_sharing.eval_batch_size
+        for i in range(0, len(xs), bs):
+            logits = self.bank(normalize(xs[i:i + bs], d.mean, d.std), genotype, train=True, fresh_stats=True)
+            correct += int((logits.argmax(1) == ys[i:i + bs]).sum())
+        return correct / len(xs)
+
+    def _val_slice(self, trial_id: int) -> slice:
+        bs = min(self.cfg.weight_sharing.eval_batch_size, len(self.data.val_x))
+        batches = max(1, len(self.data.val_x) // bs)
+        start = (trial_id % batches) * bs
+        return slice(start, start + bs)
+
+    def score(self, trial: Trial) -> None:
+        """Reward ``trial`` (or reject it on cost) and log the result."""
+        t0 = time.perf_counter()
+        genotype = self.space.decode(trial.decisions)
+        cost = self.cost.measure(genotype)
+        trial.extra = {**self.cost.info(cost)}
+        reason = self.cost.rejection(cost)
+        if reason is not None:
+            trial.status, trial.reward, trial.error = "rejected", None, reason
+        else:
+            final = trial.info.get("phase") == "final"
+            acc = self.accuracy(trial.decisions, None if final else self._val_slice(trial.trial_id))
+            trial.status, trial.reward, trial.error = "ok", self.cost.reward(acc, cost), None
+            trial.extra["accuracy"] = acc
+        trial.params = self.bank.num_parameters(genotype)
+        trial.macs = int(cost) if self.cost.metric == "macs" else None
+        trial.seconds = time.perf_counter() - t0
+        trial.worker = "weight_sharing"
+
+    # The loop ------------------------------------------------------------------------------------
+    def run(self, repair: bool, allow_unsafe_pickle: bool) -> SearchSummary:
+        t_start = time.perf_counter()
+        log = TrialLog(self.output / LOG_NAME, repair=repair)
+        try:
+            updates = UpdateLog(self.output / UPDATES_NAME)
+            trials = log.trials()
+            next_id = restore_strategy(self.strategy, trials, self.output, updates, allow_unsafe_pickle)
+            for t in sorted((t for t in trials.values() if t.status in FINISHED), key=lambda t: t.finish_index or 0):
+                self._count(t)
+            saved = self.output / SUPERNET_NAME
+            self._start_bank(load_state(saved) if saved.exists() else None)
+            import yaml
+
+            atomic_write_text(self.output / CONFIG_NAME, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            in_flight = sorted((t for t in trials.values() if t.status in IN_FLIGHT), key=lambda t: t.trial_id)
+            ranges = epoch_ranges(self.cfg)
+            for phase, ids in enumerate(ranges):
+                if ids.stop <= next_id and not any(t.trial_id in ids for t in in_flight):
+                    continue  # every trial of this epoch is finished
+                if phase < len(ranges) - 1 and self.epochs_trained <= phase:
+                    stats = self.train_epoch(phase)
+                    self.epochs_trained = phase + 1
+                    self._save_bank()
+                    self._emit("epoch", Trial(-1, [], {}, 0, {"epoch": phase, **stats}))
+                for trial in [t for t in in_flight if t.trial_id in ids]:
+                    self._finish(log, updates, trial)
+                while next_id < ids.stop:
+                    proposal = self.strategy.propose()
+                    info = {**proposal.info, "phase": "final" if phase == len(ranges) - 1 else "search",
+                            "epoch": min(phase, len(ranges) - 2)}
+                    trial = Trial(next_id, list(proposal.decisions),
+                                  self.space.decode(proposal.decisions,
+                                                    name=f"{self.cfg.name}_trial{next_id}").to_dict(),
+                                  trial_seed(self.cfg.seed, next_id), info)
+                    next_id += 1
+                    log.append(trial)
+                    self._emit("running", trial)
+                    self._finish(log, updates, trial)
+        finally:
+            log.close()
+        save_state(self.strategy.state_dict(), self.output / STATE_NAME)
+        c, best = self.counts, self.best
+        return SearchSummary(str(self.output), next_id, sum(c.values()), c["ok"], c["failed"], 0,
+                             best.reward if best else None, best.trial_id if best else None,
+                             time.perf_counter() - t_start, self.strategy.num_updates)
+
+    def _finish(self, log: TrialLog, updates: UpdateLog, trial: Trial) -> None:
+        self.score(trial)
+        log.append(trial)
+        self._count(trial)
+        self._emit(trial.status, trial)
+        if self.strategy.observe(trial.trial_id, trial.decisions, trial.reward, trial.info):
+            updates.record(self.strategy, sum(self.counts.values()))
+            save_state(self.strategy.state_dict(), self.output / STATE_NAME)
+
+    def _count(self, trial: Trial) -> None:
+        self.counts[trial.status] = self.counts.get(trial.status, 0) + 1
+        if trial.status == "ok" and trial.info.get("phase") != "search" and \
+                (self.best is None or trial.reward > self.best.reward):
+            self.best = trial
+
+    def _emit(self, status: str, trial: Trial) -> None:
+        if self.on_event is not None:
+            self.on_event(status, trial)
