@@ -1,0 +1,146 @@
+"""Weight-sharing search: sub-networks are the stand-alone networks, costs are fvcore's, and a
+SIGKILLed search resumes to exactly what the uninterrupted one produces."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nasnet_det.modeling import NASNet
+from nasnet_det.search.config import child_network, load_config
+from nasnet_det.search.cost import CostModel, count_macs
+from nasnet_det.search.strategies import RandomSearch, space_of
+from nasnet_det.search.supernet import SharedWeights
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
+
+
+def _space_and_base(num_cells: int = 1, filters: int = 8):
+    cfg = load_config(None, ["child.network.num_cells", str(num_cells), "child.network.num_conv_filters", str(filters)])
+    return space_of(cfg), child_network(cfg.child, num_classes=10, image_size=32), cfg
+
+
+def _genotypes(space, n: int, seed: int = 0):
+    rs = RandomSearch(space, seed)
+    return [space.decode(rs.propose().decisions) for _ in range(n)]
+
+
+def test_subnetwork_equals_standalone_network_with_the_shared_weights():
+    torch.manual_seed(0)
+    space, base, _ = _space_and_base()
+    bank = SharedWeights(base)
+    genotypes = _genotypes(space, 4)
+    assert any(b.combine == "concat" for g in genotypes for b in g.normal.blocks + g.reduce.blocks)
+    x = torch.randn(4, 3, 32, 32)
+    for g in genotypes:  # train the bank a little so the check is not about initial values
+        bank.network(g)
+        opt = torch.optim.SGD(bank.parameters(), lr=0.1)
+        loss = bank(x, g).logsumexp(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for g in genotypes:
+        net = NASNet(base.replace(genotype=g))
+        net.load_state_dict(bank.state_dict_for(g), strict=True)
+        net.eval()
+        with torch.no_grad():
+            expected = net(x)
+            got = bank(x, g, train=False)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tensors_are_shared_by_role_and_not_across_roles():
+    space, base, _ = _space_and_base()
+    bank = SharedWeights(base)
+    a, b = _genotypes(space, 2, seed=3)
+    ta, tb = bank.tensors(a), bank.tensors(b)
+    assert ta["conv0.conv.weight"] is tb["conv0.conv.weight"]  # the stem is in every architecture
+    block_a, block_b = a.normal.blocks[0], b.normal.blocks[0]
+    name = "cells.0.comb_iter_0_left"
+    same_role = (block_a.ops[0], block_a.inputs[0]) == (block_b.ops[0], block_b.inputs[0])
+    pa = {k: v for k, v in ta.items() if k.startswith(name)}
+    pb = {k: v for k, v in tb.items() if k.startswith(name)}
+    shared = [k for k in pa if k in pb and pa[k] is pb[k]]
+    assert bool(shared) == same_role
+
+
+def test_per_module_macs_equal_fvcore_on_the_whole_network():
+    from fvcore.nn import FlopCountAnalysis
+
+    space, base, _ = _space_and_base(num_cells=2)
+    for g in _genotypes(space, 2, seed=5):
+        net = NASNet(base.replace(genotype=g)).eval()
+        whole = FlopCountAnalysis(net, torch.zeros(1, 3, 32, 32))
+        whole.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        assert count_macs(base.replace(genotype=g), 32) == whole.total()
+
+
+def test_cost_objective_and_hard_limit():
+    _, base, _ = _space_and_base()
+    cfg = load_config(None, ["cost.metric", "macs", "cost.target", "1000000", "cost.limit", "2000000"])
+    cm = CostModel(cfg.cost, base, 32)
+    assert cm.reward(0.5, 2_000_000) == pytest.approx(0.5 * 2 ** -0.07)
+    assert cm.reward(0.5, 500_000) > 0.5
+    assert cm.rejection(1_999_999.0) is None
+    assert "cost.limit" in cm.rejection(2_000_001.0)
+
+
+TINY = ["mode", "weight_sharing", "num_archs", "8", "weight_sharing.epochs", "2", "weight_sharing.final_archs", "4",
+        "weight_sharing.eval_batch_size", "50", "ppo.batch_size", "3", "ppo.lr", "0.01", "child.batch_size", "50",
+        "child.network.num_cells", "1", "child.network.num_conv_filters", "8", "data.train_size", "200",
+        "data.val_size", "100", "data.root", str(CIFAR)]
+
+
+def _search(out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "tools" / "search.py"), "--config-file", str(ROOT / "configs/search/cpu_demo.yaml"),
+           "--output", str(out), "--no-progress", "--no-report", *extra, *TINY]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finished(out: Path) -> dict[int, tuple]:
+    recs = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines() if line.strip()]
+    done = [r for r in recs if r["status"] in ("ok", "failed", "rejected")]
+    ids = [r["trial_id"] for r in done]
+    assert len(ids) == len(set(ids)), "a trial finished twice"
+    return {r["trial_id"]: (tuple(r["decisions"]), r["reward"]) for r in done}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR.is_dir(), reason="needs ../shared/data/cifar10 (real CIFAR-10)")
+def test_sigkill_then_resume_equals_uninterrupted_search(tmp_path):
+    ref = _search(tmp_path / "ref")
+    _, err = ref.communicate(timeout=900)
+    assert ref.returncode == 0, err
+    killed_dir = tmp_path / "killed"
+    proc = _search(killed_dir)
+    deadline = time.time() + 900
+    log = killed_dir / "trials.jsonl"
+    while time.time() < deadline:  # kill once epoch 1 (after its training pass) is being scored
+        if log.exists() and '"epoch":1' in log.read_text() and '"phase":"search"' in log.read_text():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _finished(killed_dir)
+    assert 0 < len(before) < 12
+    resumed = _search(killed_dir, "--resume")
+    _, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err
+    after = _finished(killed_dir)
+    assert all(after[k] == v for k, v in before.items())  # nothing finished was redone
+    expected = _finished(tmp_path / "ref")
+    assert sorted(after) == sorted(expected) == list(range(12))
+    for k in expected:
+        assert after[k][0] == expected[k][0]
+        assert after[k][1] == pytest.approx(expected[k][1], abs=1e-9)
+    updates = lambda d: [json.loads(x)["update"] for x in (d / "controller_updates.jsonl").read_text().split()]  # noqa: E731
+    assert updates(killed_dir) == updates(tmp_path / "ref")
