@@ -100,8 +100,9 @@ TINY = ["mode", "weight_sharing", "num_archs", "8", "weight_sharing.epochs", "2"
 
 
 def _search(out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / "tools" / "search.py"), "--config-file", str(ROOT / "configs/search/cpu_demo.yaml"),
-           "--output", str(out), "--no-progress", "--no-report", *extra, *TINY]
+    cmd = [sys.executable, str(ROOT / "tools" / "search.py"),
+           "--config-file", str(ROOT / "configs/search/cpu_demo.yaml"), "--output", str(out),
+           "--no-progress", "--no-report", *extra, *TINY]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

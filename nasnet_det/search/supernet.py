@@ -17,6 +17,7 @@ another width is another candidate.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections import OrderedDict
 from typing import Any
 
@@ -46,17 +47,24 @@ def role_key(child: NASNet, name: str, shape: torch.Size) -> str:
     return f"{role}@{shape_tag}"
 
 
+def _role_seed(seed: int, role: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{role}".encode()).digest()[:8], "little") >> 1
+
+
 class SharedWeights(nn.Module):
     """The bank of shared tensors and the sub-networks that run on it.
 
     Args:
         base: the child skeleton (``NASNetConfig``); each architecture replaces its genotype.
         cache_size: sub-networks (meta-device modules and their key lists) kept built.
+        seed: a tensor's initial value is a function of this seed and its role key alone, so it
+            does not depend on which architecture happened to need it first (exact resume).
     """
 
-    def __init__(self, base: NASNetConfig, cache_size: int = 512) -> None:
+    def __init__(self, base: NASNetConfig, cache_size: int = 512, seed: int = 0) -> None:
         super().__init__()
         self.base = base
+        self.seed = seed
         self.weights = nn.ParameterDict()  # role key (no dots) -> shared parameter
         self.stats = nn.Module()  # role key -> shared buffer (BN running statistics)
         self.cache_size = cache_size
@@ -87,7 +95,11 @@ class SharedWeights(nn.Module):
         missing |= {n.rsplit(".", 1)[0] for n, k in buffers if not hasattr(self.stats, k)}
         for path in sorted(missing):
             module = copy.deepcopy(child.get_submodule(path)).to_empty(device="cpu", recurse=False)
-            init_module(module)
+            own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+            role = role_key(child, f"{path}.{own[0][0]}", own[0][1].shape)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_role_seed(self.seed, role))
+                init_module(module)
             for pname, p in module.named_parameters(recurse=False):
                 key = role_key(child, f"{path}.{pname}", p.shape)
                 if key not in self.weights:

@@ -68,7 +68,7 @@ class WeightSharingSearch:
         self.on_event = on_event
         self.data = load_child_data(cfg.data)
         self.base = child_network(cfg.child, num_classes=self.data.num_classes, image_size=cfg.data.image_size)
-        self.bank = SharedWeights(self.base)
+        self.bank = SharedWeights(self.base, seed=cfg.seed)
         self.cost = CostModel(cfg.cost, self.base, cfg.data.image_size)
         self.optimizer: torch.optim.SGD | None = None
         self.epochs_trained = 0
@@ -105,7 +105,6 @@ class WeightSharingSearch:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training split; each minibatch on one architecture the strategy samples."""
         cfg, c, d = self.cfg, self.cfg.child, self.data
-        torch.manual_seed(_seed(cfg.seed, "epoch", epoch))  # new bank tensors' init: same on a re-run
         gen = torch.Generator().manual_seed(_seed(cfg.seed, "data", epoch))
         n = len(d.train_x)
         bs = min(c.batch_size, n)
