@@ -20,11 +20,14 @@ TORCHSCRIPT_EXTRA = "nasnet_det_provenance.json"
 
 def build_provenance(network: torch.nn.Module, kind: str, config_yaml: str, weights: str | None,
                      inputs: Mapping[str, Any]) -> dict[str, str]:
-    """The provenance of an export of ``network`` (the NASNet inside a detector for detectors).
+    """The provenance of an export of ``network`` (a NASNet, or a detector holding one).
 
     ``weights`` None means random initialisation, said so explicitly rather than left blank.
     """
     from .. import __version__
+    from ..modeling.network import NASNet
+
+    network = next((m for m in network.modules() if isinstance(m, NASNet)), network)
 
     meta = {"nasnet_det_version": str(__version__), "kind": kind, "config": config_yaml,
             "source_weights": os.path.abspath(weights) if weights else "none (random initialisation)",
