@@ -59,3 +59,36 @@ def test_detector_provenance(exports):
     for path in exports.values():
         prov = read_provenance(path)
         assert prov["kind"] == "detector" and "genotype" in prov and "NASNET" in prov["config"]
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_predictor_runtime_matches_torch(detector, runtime):
+    pytest.importorskip(runtime, reason="the deploy extra is not installed")
+    pytest.importorskip("onnx", reason="the deploy extra is not installed")
+    from nasnet_det.detection.predictor import NASNetPredictor
+
+    cfg, _ = detector
+    image = np.random.default_rng(0).integers(0, 256, (200, 150, 3), dtype=np.uint8)
+    found = {}
+    for name in ("torch", runtime):
+        torch.manual_seed(0)  # the same random weights in both predictors
+        found[name] = NASNetPredictor(cfg, runtime=name)(image)
+    want, got = found["torch"], found[runtime]
+    assert len(want) > 0 and len(got) == len(want)
+    np.testing.assert_allclose(got.pred_boxes.tensor.numpy(), want.pred_boxes.tensor.numpy(), atol=0.5)
+    np.testing.assert_allclose(got.scores.numpy(), want.scores.numpy(), atol=1e-3)
+    assert (got.pred_classes == want.pred_classes).all()
+
+
+def test_predictor_runtime_needs_fixed_size(detector):
+    from nasnet_det.detection.predictor import NASNetPredictor
+    from nasnet_det.errors import ConfigError
+
+    cfg, _ = detector
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.INPUT.FIXED_SIZE_TEST = (0, 0)
+    with pytest.raises(ConfigError, match="FIXED_SIZE_TEST"):
+        NASNetPredictor(cfg, runtime="openvino")
+    with pytest.raises(ConfigError, match="expected torch"):
+        NASNetPredictor(cfg, runtime="tvm")

@@ -3,8 +3,8 @@
 The graph takes the image as the model's preprocessing expects it after resizing (C, H, W float32
 in ``INPUT.FORMAT`` channel order, at the H x W it was exported at) and returns the detections
 after the model's own score threshold and NMS, boxes in that image's pixel coordinates (x0, y0, x1,
-y1). Resizing the original image and scaling boxes back are the caller's (``detector_inputs`` and
-``scale_boxes`` do both as ``NASNetPredictor`` does).
+y1). Resizing the original image and scaling boxes back are the caller's; ``ExportedDetector`` does
+the second as the eager model does, for ``NASNetPredictor(runtime=...)``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
 import torch
 
 from ..detection.compat import tracing_adapter
@@ -42,7 +41,41 @@ def export_detector(model: torch.nn.Module, fmt: str, out: str | os.PathLike, im
     return write_onnx(adapter, adapter.flattened_inputs, out, provenance, ["image"], list(OUTPUTS))
 
 
-def scale_boxes(boxes: np.ndarray, exported_hw: tuple[int, int], original_hw: tuple[int, int]) -> np.ndarray:
-    """Boxes from the exported image's coordinates to the original image's."""
-    sy, sx = original_hw[0] / exported_hw[0], original_hw[1] / exported_hw[1]
-    return boxes * np.array([sx, sy, sx, sy], dtype=boxes.dtype)
+
+
+class ExportedDetector:
+    """A detector exported to ONNX and run in ``runtime``, called like the detectron2 model it came from.
+
+    ``detector([{"image": (3, H, W) tensor, "height": h, "width": w}])`` returns
+    ``[{"instances": Instances}]`` in original image coordinates, through detectron2's own
+    ``detector_postprocess`` (scale, clip, drop empty boxes), so callers such as
+    ``NASNetPredictor`` need not know which runtime runs. The ONNX file lives in a temporary
+    folder for the object's lifetime.
+    """
+
+    def __init__(self, model: torch.nn.Module, image_hw: tuple[int, int], runtime: str,
+                 provenance: Mapping[str, str], threads: int | None = None) -> None:
+        import tempfile
+
+        from .runtime import load_exported
+
+        self._folder = tempfile.TemporaryDirectory(prefix="nasnet_det_export_")
+        path = export_detector(model, "onnx", Path(self._folder.name) / "detector", image_hw, provenance)
+        self.image_hw = tuple(image_hw)
+        self._run = load_exported(path, runtime, threads=threads)
+
+    def __call__(self, inputs: list[dict]) -> list[dict]:
+        from detectron2.modeling.postprocessing import detector_postprocess
+        from detectron2.structures import Boxes, Instances
+
+        results = []
+        for item in inputs:
+            image = item["image"]
+            if tuple(image.shape[-2:]) != self.image_hw:
+                raise ValueError(f"exported detector takes {self.image_hw} images, got {tuple(image.shape[-2:])}")
+            boxes, scores, classes = self._run(image.numpy())
+            found = Instances(self.image_hw, pred_boxes=Boxes(torch.from_numpy(boxes)),
+                              scores=torch.from_numpy(scores), pred_classes=torch.from_numpy(classes))
+            height, width = item.get("height", self.image_hw[0]), item.get("width", self.image_hw[1])
+            results.append({"instances": detector_postprocess(found, height, width)})
+        return results
