@@ -27,6 +27,11 @@ setup(
     extras_require={
         "opencv": ["opencv-python"],
         "ray": ["ray[default]"],
-        "test": ["pytest", "pytest-timeout", "hypothesis", "tensorflow-cpu", "timm", "ray[default]", "ruff"],
+        # Exporting to and running in ONNX Runtime / OpenVINO (tools/export.py, --runtime).
+        "deploy": ["onnx", "onnxruntime", "openvino"],
+        "test": [
+            "pytest", "pytest-timeout", "hypothesis", "tensorflow-cpu", "timm", "ray[default]", "ruff",
+            "onnx", "onnxruntime", "openvino",
+        ],
     },
 )

@@ -39,6 +39,10 @@ class UnsafeFileError(WeightsError):
     """
 
 
+class DeployError(NASNetError, RuntimeError):
+    """An export or exported file that cannot be made or run (format, runtime, missing deploy extra)."""
+
+
 class StateError(NASNetError, RuntimeError):
     """A run's saved state (trial log, strategy state, lock) that cannot be resumed from."""
 

@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run without weights (a randomly initialised model), e.g. to time the pipeline")
     p.add_argument("--fast", action="store_true",
                    help="fold BN into the convolutions and use channels_last (same detections up to fp32 rounding)")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino"), default="torch",
+                   help="run the model eagerly (torch) or exported to ONNX in ONNX Runtime / OpenVINO "
+                        "(CPU, needs INPUT.FIXED_SIZE_TEST and the deploy extra)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     return p.parse_args(argv)
 
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> dict:
         raise InputError("no weights given (--weights or MODEL.WEIGHTS): the detections of a randomly initialised "
                          "model mean nothing; pass --allow-random-weights to run one on purpose")
     predictor = NASNetPredictor(cfg, weights=args.weights, optimize=args.fast,
-                                allow_unsafe_pickle=args.allow_unsafe_pickle)
+                                allow_unsafe_pickle=args.allow_unsafe_pickle, runtime=args.runtime)
     demo = VisualizationDemo(predictor, info, image_ids)
     return demo.annotate(inputs, args.output, progress=not args.no_progress)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 import types
 
@@ -148,3 +149,23 @@ def check_launch(num_gpus: int, num_machines: int, eval_only: bool = False) -> N
             f"--num-gpus {num_gpus}: training in {world} CPU processes is not supported (detectron2's "
             "create_ddp_model gives DistributedDataParallel device_ids for a CPU model). Train with "
             "--num-gpus 1 on CPU; --eval-only --num-gpus N works.")
+
+
+def tracing_adapter() -> type:
+    """detectron2's ``TracingAdapter`` (images in, flattened Instances fields out), on v0.6 and main.
+
+    v0.6's ``detectron2/export/__init__.py`` imports caffe2 (gone from torch) before anything else,
+    so there the package is registered as a bare namespace over its folder and only
+    ``export.flatten`` (pure PyTorch) is imported from it; on main the package imports normally.
+    """
+    try:
+        return importlib.import_module("detectron2.export.flatten").TracingAdapter
+    except ModuleNotFoundError as err:
+        if "caffe2" not in str(err):
+            raise
+    import detectron2
+
+    package = types.ModuleType("detectron2.export")
+    package.__path__ = [os.path.join(os.path.dirname(detectron2.__file__), "export")]
+    sys.modules["detectron2.export"] = package
+    return importlib.import_module("detectron2.export.flatten").TracingAdapter

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import WeightsError
+from ..errors import ConfigError, WeightsError
 from .checkpoint import NASNetCheckpointer
 from .data import build_resize_augmentations
 
@@ -87,10 +87,12 @@ class NASNetPredictor:
     ``optimize=True`` runs the NASNet parts through ``optimize_for_inference`` after loading the
     weights (BN folded into the convolutions, channels_last): same detections up to fp32
     rounding, ~1.2-1.4x faster on CPU (docs/benchmarks.md).
+    ``runtime="onnxruntime"`` or ``"openvino"`` exports the loaded model to ONNX at
+    INPUT.FIXED_SIZE_TEST (``nasnet_det.deploy``, the deploy extra) and runs that instead.
     """
 
     def __init__(self, cfg, weights: str | None = None, optimize: bool = False,
-                 allow_unsafe_pickle: bool = False):
+                 allow_unsafe_pickle: bool = False, runtime: str = "torch"):
         from detectron2.modeling import build_model
 
         self.cfg = cfg.clone()
@@ -98,6 +100,11 @@ class NASNetPredictor:
         if weights is not None:
             self.cfg.MODEL.WEIGHTS = weights
         self.cfg.freeze()
+        if runtime not in ("torch", "onnxruntime", "openvino"):
+            raise ConfigError(f"runtime {runtime!r}: expected torch, onnxruntime or openvino")
+        if runtime != "torch" and tuple(self.cfg.INPUT.FIXED_SIZE_TEST) == (0, 0):
+            raise ConfigError(f"runtime {runtime}: an exported detector has one input size; set "
+                              "INPUT.FIXED_SIZE_TEST (height, width) or use --runtime torch")
         path = self.cfg.MODEL.WEIGHTS
         if path and "://" not in path and not os.path.isfile(path):  # before the (slow) model build
             raise WeightsError(f"weights file {path!r} does not exist")
@@ -116,6 +123,13 @@ class NASNetPredictor:
             from nasnet_det.modeling.inference import optimize_detector_for_inference
 
             optimize_detector_for_inference(self.model)
+        if runtime != "torch":
+            from ..deploy import build_provenance
+            from ..deploy.detector import ExportedDetector
+
+            hw = tuple(int(v) for v in self.cfg.INPUT.FIXED_SIZE_TEST)
+            self.model = ExportedDetector(self.model.cpu(), hw, runtime, build_provenance(
+                self.model, "detector", self.cfg.dump(), path or None, {"image": [3, *hw]}))
         self.augmentations = build_resize_augmentations(self.cfg, is_train=False)
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("BGR", "RGB"):

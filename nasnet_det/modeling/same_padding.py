@@ -19,7 +19,13 @@ from torch import nn
 
 
 def tf_same_pads(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:
-    """(before, after) padding TF's SAME puts on a dimension of length ``size``."""
+    """(before, after) padding TF's SAME puts on a dimension of length ``size``.
+
+    ``int(size)``: under a trace (TorchScript / ONNX export) ``x.shape[i]`` is a 0-d tensor, and
+    the Python branches on the pads need plain ints; an export thereby fixes the spatial size it
+    was traced at (only the batch stays dynamic), which is what ``nasnet_det.deploy`` documents.
+    """
+    size = int(size)
     k_eff = (kernel - 1) * dilation + 1
     out = -(-size // stride)
     total = max((out - 1) * stride + k_eff - size, 0)

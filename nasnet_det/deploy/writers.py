@@ -1,0 +1,70 @@
+"""Trace a module into TorchScript or ONNX and attach the provenance; shared by classifiers and detectors."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import torch
+
+from ..errors import DeployError
+from .provenance import TORCHSCRIPT_EXTRA
+
+FORMATS = ("torchscript", "onnx")
+SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
+#: ONNX opset: 17 is read by every onnxruntime and openvino release of the last years.
+OPSET = 17
+
+
+@contextlib.contextmanager
+def _quiet_trace() -> Iterator[None]:
+    """Tracer warnings name the Python ints the trace fixes (the spatial size): expected, documented."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        yield
+
+
+def write_torchscript(module: torch.nn.Module, example: tuple, path: str | os.PathLike,
+                      provenance: Mapping[str, str]) -> Path:
+    """``torch.jit.trace`` ``module`` on ``example`` and save it with the provenance as an extra file."""
+    with _quiet_trace(), torch.no_grad():
+        traced = torch.jit.trace(module, example, check_trace=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    traced.save(str(path), _extra_files={TORCHSCRIPT_EXTRA: json.dumps(dict(provenance), sort_keys=True)})
+    return path
+
+
+def write_onnx(module: torch.nn.Module, example: tuple, path: str | os.PathLike, provenance: Mapping[str, str],
+               input_names: Sequence[str], output_names: Sequence[str],
+               dynamic_axes: Mapping[str, Mapping[int, str]] | None = None) -> Path:
+    """Export through the TorchScript-based ONNX exporter (``dynamo=False``: it needs no onnxscript
+    and handles detectron2's traced graphs), then store the provenance in ``metadata_props``."""
+    from .runtime import require
+
+    onnx = require("onnx")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _quiet_trace(), torch.no_grad():
+            torch.onnx.export(module, example, str(path), dynamo=False, opset_version=OPSET,
+                              input_names=list(input_names), output_names=list(output_names),
+                              dynamic_axes=dict(dynamic_axes or {}))
+    except Exception as err:  # the exporter raises many types; the message is what a user needs
+        raise DeployError(f"ONNX export to {str(path)!r} failed: {str(err).splitlines()[0]}") from err
+    proto = onnx.load(str(path))
+    for key, value in provenance.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    return path
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise DeployError(f"export format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    return fmt

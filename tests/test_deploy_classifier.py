@@ -1,0 +1,77 @@
+"""Classifier export (TorchScript, ONNX) runs in every runtime with the eager model's outputs and its provenance."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import nasnet_det
+from nasnet_det.deploy import build_provenance, export_classifier, load_exported, read_provenance
+from nasnet_det.errors import DeployError
+
+SIZE = 64
+
+#: ONNX needs the deploy extra (upstream-main test venvs may lack it; TorchScript is checked there too)
+FORMATS = ("torchscript", "onnx") if importlib.util.find_spec("onnx") else ("torchscript",)
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    model = nasnet_det.create_model("nasnet_a_mobile", num_classes=7, num_cells=3, num_conv_filters=8,
+                                    use_aux_head=False).eval()
+    for m in model.modules():  # non-trivial BN statistics, so a dropped or misplaced BN shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exports(small_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    prov = build_provenance(small_model, "classifier", "model: {arch: nasnet_a_mobile}\n", None,
+                            {"images": [None, 3, SIZE, SIZE]})
+    return {fmt: export_classifier(small_model, fmt, out / "net", SIZE, prov) for fmt in FORMATS}
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "openvino"])
+def test_runtime_matches_eager_at_another_batch(small_model, exports, runtime):
+    if runtime != "torch":
+        pytest.importorskip(runtime, reason="the deploy extra is not installed")
+        pytest.importorskip("onnx", reason="the deploy extra is not installed")
+    path = exports["torchscript" if runtime == "torch" else "onnx"]
+    images = torch.randn(3, 3, SIZE, SIZE)  # traced at batch 2: the batch is dynamic
+    with torch.no_grad():
+        want = small_model(images).numpy()
+    (got,) = load_exported(path, runtime, threads=1)(images.numpy())
+    assert got.shape == (3, 7)
+    assert _relative(got, want) < 1e-4
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_provenance_recorded_in_both_formats(small_model, exports):
+    for path in exports.values():
+        prov = read_provenance(path)
+        assert prov["kind"] == "classifier"
+        assert json.loads(prov["genotype"]) == small_model.config.genotype.to_dict()
+        assert "random initialisation" in prov["source_weights"]
+        assert json.loads(prov["nasnet_config"])["num_cells"] == 3
+
+
+def test_runtime_errors(exports, tmp_path):
+    with pytest.raises(DeployError, match="expected one of"):
+        load_exported(exports["onnx"], "tensorrt")
+    with pytest.raises(DeployError, match="runs .onnx files"):
+        load_exported(exports["torchscript"], "onnxruntime")
+    with pytest.raises(DeployError, match="does not exist"):
+        load_exported(tmp_path / "missing.onnx", "openvino")
+    with pytest.raises(DeployError, match="format"):
+        export_classifier(torch.nn.Identity(), "tflite", tmp_path / "x", SIZE, {})

@@ -1,0 +1,94 @@
+"""Detector export (TracingAdapter): the same boxes, scores and classes as the eager detector, in every runtime."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from nasnet_det.deploy import build_provenance, load_exported, read_provenance
+from nasnet_det.deploy.detector import export_detector
+
+HW = (96, 128)
+
+#: ONNX needs the deploy extra (upstream-main test venvs may lack it; TorchScript is checked there too)
+FORMATS = ("torchscript", "onnx") if importlib.util.find_spec("onnx") else ("torchscript",)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from detectron2.modeling import build_model
+
+    import nasnet_det.detection  # noqa: F401  (registers the backbone)
+    from nasnet_det.detection.config import load_config
+
+    cfg = load_config("configs/nasnet_demo_synthetic.yaml", ["MODEL.DEVICE", "cpu",
+                                                             "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.05"])
+    torch.manual_seed(0)
+    return cfg, build_model(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def exports(detector, tmp_path_factory):
+    cfg, model = detector
+    out = tmp_path_factory.mktemp("det")
+    prov = build_provenance(model, "detector", cfg.dump(), None, {"image": [3, *HW]})
+    return {fmt: export_detector(model, fmt, out / "det", HW, prov) for fmt in FORMATS}
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "openvino"])
+def test_exported_detector_matches_eager(detector, exports, runtime):
+    if runtime != "torch":
+        pytest.importorskip(runtime, reason="the deploy extra is not installed")
+        pytest.importorskip("onnx", reason="the deploy extra is not installed")
+    _, model = detector
+    image = torch.rand(3, *HW, generator=torch.Generator().manual_seed(1)) * 255  # not the traced image
+    with torch.no_grad():
+        inst = model.inference([{"image": image}], do_postprocess=False)[0]
+    assert len(inst) > 0, "the check needs detections"
+    path = exports["torchscript" if runtime == "torch" else "onnx"]
+    boxes, scores, classes = load_exported(path, runtime, threads=1)(image.numpy())
+    assert boxes.shape == (len(inst), 4)
+    np.testing.assert_allclose(boxes, inst.pred_boxes.tensor.numpy(), atol=0.5)
+    np.testing.assert_allclose(scores, inst.scores.numpy(), atol=1e-3)
+    assert (classes == inst.pred_classes.numpy()).all()
+
+
+def test_detector_provenance(exports):
+    for path in exports.values():
+        prov = read_provenance(path)
+        assert prov["kind"] == "detector" and "genotype" in prov and "NASNET" in prov["config"]
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_predictor_runtime_matches_torch(detector, runtime):
+    pytest.importorskip(runtime, reason="the deploy extra is not installed")
+    pytest.importorskip("onnx", reason="the deploy extra is not installed")
+    from nasnet_det.detection.predictor import NASNetPredictor
+
+    cfg, _ = detector
+    image = np.random.default_rng(0).integers(0, 256, (200, 150, 3), dtype=np.uint8)
+    found = {}
+    for name in ("torch", runtime):
+        torch.manual_seed(0)  # the same random weights in both predictors
+        found[name] = NASNetPredictor(cfg, runtime=name)(image)
+    want, got = found["torch"], found[runtime]
+    assert len(want) > 0 and len(got) == len(want)
+    np.testing.assert_allclose(got.pred_boxes.tensor.numpy(), want.pred_boxes.tensor.numpy(), atol=0.5)
+    np.testing.assert_allclose(got.scores.numpy(), want.scores.numpy(), atol=1e-3)
+    assert (got.pred_classes == want.pred_classes).all()
+
+
+def test_predictor_runtime_needs_fixed_size(detector):
+    from nasnet_det.detection.predictor import NASNetPredictor
+    from nasnet_det.errors import ConfigError
+
+    cfg, _ = detector
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.INPUT.FIXED_SIZE_TEST = (0, 0)
+    with pytest.raises(ConfigError, match="FIXED_SIZE_TEST"):
+        NASNetPredictor(cfg, runtime="openvino")
+    with pytest.raises(ConfigError, match="expected torch"):
+        NASNetPredictor(cfg, runtime="tvm")
