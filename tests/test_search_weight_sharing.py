@@ -115,7 +115,6 @@ def _finished(out: Path) -> dict[int, tuple]:
     return {r["trial_id"]: (tuple(r["decisions"]), r["reward"]) for r in done}
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not CIFAR.is_dir(), reason="needs ../shared/data/cifar10 (real CIFAR-10)")
 def test_sigkill_then_resume_equals_uninterrupted_search(tmp_path):
     ref = _search(tmp_path / "ref")
@@ -143,5 +142,5 @@ def test_sigkill_then_resume_equals_uninterrupted_search(tmp_path):
     for k in expected:
         assert after[k][0] == expected[k][0]
         assert after[k][1] == pytest.approx(expected[k][1], abs=1e-9)
-    updates = lambda d: [json.loads(x)["update"] for x in (d / "controller_updates.jsonl").read_text().split()]  # noqa: E731
+    updates = lambda d: [json.loads(x)["update"] for x in (d / "controller_updates.jsonl").read_text().splitlines()]  # noqa: E731
     assert updates(killed_dir) == updates(tmp_path / "ref")
