@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Search throughput on this machine (a benchmark, not a test).
 
-Two numbers:
+Three numbers:
+  0. architectures evaluated per hour in weight-sharing mode (same child size and data as 1: one
+     supernet training pass over the training images, then --ws-archs proposals each scored on one
+     held-out minibatch; the wall time includes the training pass), and its ratio to 1;
   1. child trainings per hour: real CIFAR children (stated N, F, images, epochs) through the
      local process pool, measured after the workers have started (start-up reported separately);
   2. the driver's own overhead per architecture: the same driver with the synthetic no-training
@@ -74,6 +77,26 @@ def child_throughput(args: argparse.Namespace) -> dict:
             "child_seconds_mean": sum(r["seconds"] for r in ok) / len(ok)}
 
 
+def weight_sharing_throughput(args: argparse.Namespace) -> dict:
+    from nasnet_det.search import load_config, run_search
+
+    opts = ["mode", "weight_sharing", "child.network.num_cells", str(args.num_cells),
+            "child.network.num_conv_filters", str(args.filters), "child.batch_size", str(args.batch_size),
+            "data.train_size", str(args.train_size), "data.val_size", str(args.val_size), "data.root", args.data,
+            "num_archs", str(args.ws_archs), "weight_sharing.epochs", str(args.epochs),
+            "weight_sharing.final_archs", "0", "weight_sharing.eval_batch_size", str(args.ws_eval_batch)]
+    cfg = load_config(None, opts)
+    folder = Path(tempfile.mkdtemp(prefix="bench_ws_"))
+    try:
+        t0 = time.perf_counter()
+        summary = run_search(cfg, folder / "ws")
+        seconds = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"archs": summary.ok, "seconds": seconds, "archs_per_hour": 3600 * summary.ok / seconds,
+            "eval_images_per_arch": min(args.ws_eval_batch, args.val_size), "epochs": args.epochs}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10"))
@@ -87,6 +110,8 @@ def main() -> int:
     p.add_argument("--train-size", type=int, default=1000)
     p.add_argument("--val-size", type=int, default=500)
     p.add_argument("--driver-archs", type=int, default=200)
+    p.add_argument("--ws-archs", type=int, default=200, help="weight-sharing proposals scored")
+    p.add_argument("--ws-eval-batch", type=int, default=250, help="held-out images per weight-sharing reward")
     p.add_argument("--output", default="output/bench_search_throughput.json")
     args = p.parse_args()
     result = {"machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0],
@@ -104,6 +129,12 @@ def main() -> int:
               f"{ch['train_images']} images, reward on {ch['val_images']}; {ch['params_mean']:.0f} params, "
               f"{ch['macs_mean'] / 1e6:.1f} M multiply-adds; {c['child_seconds_mean']:.1f} s per child); "
               f"pool start-up incl. first children {c['pool_startup_and_first_children_s']:.1f} s")
+        w = weight_sharing_throughput(args)
+        w["ratio_vs_child_trainings"] = w["archs_per_hour"] / c["children_per_hour"]
+        result["weight_sharing"] = w
+        print(f"weight sharing: {w['archs_per_hour']:.0f} architectures evaluated per hour (same child size and "
+              f"data, {w['eval_images_per_arch']} held-out images each, {w['epochs']} supernet epoch included): "
+              f"{w['ratio_vs_child_trainings']:.0f}x the child trainings per hour")
     else:
         print(f"child trainings: skipped, {args.data}/train not found")
     result["machine"]["load_avg_1m_at_end"] = os.getloadavg()[0]
