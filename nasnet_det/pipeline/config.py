@@ -60,7 +60,7 @@ _FILES = ("search.config", "pretrain.config", "detect.config")
 def resolve(path: str) -> Path:
     """A path of the config: absolute, or relative to the working folder, else to the repository."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() or p.exists() else REPO / p
+    return p.resolve() if p.is_absolute() or p.exists() else REPO / p
 
 
 def validate(cfg: PipelineConfig, where: str) -> PipelineConfig:
