@@ -106,19 +106,21 @@ def comparisons(rows: dict[str, dict[str, dict]]) -> list[str]:
     def ap(row: str) -> float | None:
         return rows[row]["AP"]["value"]
 
-    def verdict(a: str, b: str, better: str, worse: str) -> str:
+    def verdict(a: str, b: str, ahead: str, behind: str) -> str:
         x, y = ap(a), ap(b)
         if x is None or y is None:
             return f"{LABELS[a]} vs {LABELS[b]}: not measured (no AP)"
-        word = better if x > y else worse if x < y else "equal to"
-        return (f"{LABELS[a]} AP {x:.1f} vs {LABELS[b]} AP {y:.1f} ({x - y:+.1f}): {LABELS[a]} is {word} "
-                f"{LABELS[b]} (AP50 {rows[a]['AP50']['value']:.1f} vs {rows[b]['AP50']['value']:.1f})")
+        said = ahead if x > y else behind if x < y else "equal AP"
+        return (f"{LABELS[a]} AP {x:.1f} vs {LABELS[b]} AP {y:.1f} ({x - y:+.1f}; AP50 "
+                f"{rows[a]['AP50']['value']:.1f} vs {rows[b]['AP50']['value']:.1f}): {said}")
 
     return [
-        "pretraining: " + verdict("searched", "searched_scratch", "better than (pretraining helped)",
-                                  "worse than (pretraining did not help)"),
-        "search vs random: " + verdict("searched", "random", "better than", "worse than"),
-        "search vs NASNet-A: " + verdict("searched", "nasnet_a", "better than", "worse than"),
+        "pretraining: " + verdict("searched", "searched_scratch", "pretraining helped",
+                                  "pretraining did NOT help (the wrong way)"),
+        "search vs random: " + verdict("searched", "random", "the searched cell beats the random one",
+                                       "the searched cell does NOT beat the random one (the wrong way)"),
+        "search vs NASNet-A: " + verdict("searched", "nasnet_a", "the searched cell is ahead of NASNet-A",
+                                         "the searched cell is behind NASNet-A"),
     ]
 
 

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,5 +133,7 @@ def network_stats(cfg: PipelineConfig, genotype: str, image_size: int, num_class
     b = cfg.backbone
     net = NASNet(resolve_network(b.arch, num_cells=b.num_cells, penultimate_filters=b.penultimate_filters,
                                  genotype=resolve_genotype(genotype), num_classes=num_classes, use_aux_head=False))
-    return {"params": sum(p.numel() for p in net.parameters()), "macs": count_macs(net, image_size),
-            "image_size": image_size}
+    with warnings.catch_warnings():  # fvcore's tracer: torch.jit deprecation notes, not our concern
+        warnings.simplefilter("ignore", FutureWarning)
+        macs = count_macs(net, image_size)
+    return {"params": sum(p.numel() for p in net.parameters()), "macs": macs, "image_size": image_size}
