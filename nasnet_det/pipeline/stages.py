@@ -127,7 +127,7 @@ def network_stats(cfg: PipelineConfig, genotype: str, image_size: int, num_class
     """Parameters (without the aux head, which detection drops) and multiply-adds of one image at
     ``image_size`` of the pretrained classifier (fvcore, as the search counts them)."""
     from ..modeling import NASNet, resolve_network
-    from ..search.child import count_macs
+    from ..search.cost import count_macs
     from ..space import resolve_genotype
 
     b = cfg.backbone
