@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.test-installed-stamp
 SHARED ?= ../shared
 
-.PHONY: test test-all lint demo install install-test clean-venv
+.PHONY: test test-all lint demo pipeline install install-test clean-venv
 
 # `make install` / `make demo`: what running needs. `make test` adds the test extra (TensorFlow for
 # the TF-slim converter tests, Ray, timm: several GB) on top.
@@ -43,3 +43,8 @@ demo: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# `make pipeline`: search -> pretrain (searched, NASNet-A, random) -> export -> detect -> report
+# (docs/pipeline.md); rerunning it continues the run in output/pipeline, skipping finished stages.
+pipeline: $(STAMP)
+	$(PY) tools/run_pipeline.py --config-file configs/pipeline/cifar10_cpu.yaml --output output/pipeline --resume

@@ -49,3 +49,7 @@ class StateError(NASNetError, RuntimeError):
 
 class LockError(StateError):
     """An output folder already owned by another running process."""
+
+
+class PipelineError(NASNetError, RuntimeError):
+    """A stage of ``tools/run_pipeline.py`` whose tool failed, or whose outputs are missing."""

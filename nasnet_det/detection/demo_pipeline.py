@@ -16,7 +16,6 @@ config; the tests use them for a seconds-long run. ``tools/run_demo.py`` is the 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.synthetic import SHAPES, SyntheticSpec, make_dataset
+from ..durable import atomic_write_json
 
 __all__ = ["DEFAULT_CONFIG", "DemoSettings", "auto_threads", "run_demo"]
 
@@ -186,7 +186,7 @@ def run_demo(settings: DemoSettings) -> dict:
         "pictures": str(pictures_dir), "results_json": str(pictures_dir / "results.json"),
         "weights": str(final), "dataset": str(ds.root),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_json(out / "summary.json", summary)
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.1f}"
