@@ -17,7 +17,8 @@ from nasnet_det.pipeline.runner import _step, check_folder
 REPO = Path(__file__).resolve().parents[1]
 CIFAR = REPO.parent / "shared" / "data" / "cifar10"
 TINY = ["search.opts",
-        "[num_archs, 2, ppo.batch_size, 2, data.train_size, 200, data.val_size, 100, executor.workers, 1]",
+        "[num_archs, 2, weight_sharing.epochs, 1, weight_sharing.final_archs, 2, ppo.batch_size, 2, "
+        "data.train_size, 200, data.val_size, 100, child.network.num_cells, 1, child.network.num_conv_filters, 8]",
         "pretrain.max_steps", "5", "data.train_per_class", "20", "data.test_per_class", "10",
         "detect.max_iter", "2", "detect.num_train", "16", "detect.num_val", "8",
         "detect.opts", "[SOLVER.IMS_PER_BATCH, 2, SOLVER.WARMUP_ITERS, 1]"]

@@ -32,7 +32,7 @@ def _defaults() -> PipelineConfig:
     c.data = PipelineConfig({"root": "../shared/data/cifar10", "torchvision_root": "data",
                              "train_per_class": 1000, "test_per_class": 200})
     # Stage 1: tools/search.py with this config file (data.root is set to the CIFAR-10 above).
-    c.search = PipelineConfig({"config": "configs/search/cpu_demo.yaml", "opts": []})
+    c.search = PipelineConfig({"config": "configs/search/cifar10_weight_sharing.yaml", "opts": []})
     # The ImageNet-style skeleton every backbone shares, in pretraining and in the detector.
     c.backbone = PipelineConfig({
         "arch": "nasnet_a_mobile",   # skeleton preset (stem cells, reductions); the cells vary
