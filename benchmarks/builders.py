@@ -147,7 +147,8 @@ def detector_cfg(which: str, size: int, proposals: int | None = None):
         from nasnet_det.detection import load_config
 
         path = {"nasnet_mobile": "configs/nasnet_a_mobile_frcnn.yaml",
-                "nasnet_large": "configs/nasnet_a_large_frcnn.yaml"}[which]
+                "nasnet_large": "configs/nasnet_a_large_frcnn.yaml",
+                "nasnet_large_lowproposals": "configs/nasnet_a_large_frcnn_lowproposals.yaml"}[which]
         from benchmarks.common import REPO
 
         cfg = load_config(str(REPO / path), freeze=False)

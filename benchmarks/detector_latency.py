@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.detector_latency                     # mobile @600 and large @1200
     .venv/bin/python -m benchmarks.detector_latency --which mobile
+    .venv/bin/python -m benchmarks.detector_latency --lowproposals --threads 1   # standard vs low-proposal
 
 All detectors have random weights and run on CPU on the same synthetic image of the NASNet
 config's fixed test size; the R50-C4 model gets that same image size (its model-side
@@ -33,7 +34,8 @@ def _config_source(which: str) -> str:
     if which == "r50_c4":
         return str(builders.r50_c4_cfg().BENCHMARK_CONFIG_SOURCE)
     return {"nasnet_mobile": "configs/nasnet_a_mobile_frcnn.yaml",
-            "nasnet_large": "configs/nasnet_a_large_frcnn.yaml"}[which]
+            "nasnet_large": "configs/nasnet_a_large_frcnn.yaml",
+            "nasnet_large_lowproposals": "configs/nasnet_a_large_frcnn_lowproposals.yaml"}[which]
 
 
 def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, Any]]:
@@ -77,14 +79,43 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
     return rows
 
 
+def run_lowproposals(iters: int, size: int) -> list[dict[str, Any]]:
+    """NASNet-A Large with its standard config (500 proposals) against the low-proposal config (50),
+    alternating rounds on the same image, each RPN pinned to its config's count; ratio = standard / low."""
+    contenders = {w: dict(which=w, proposals=int(builders.detector_cfg(w, size).MODEL.RPN.POST_NMS_TOPK_TEST))
+                  for w in ("nasnet_large", "nasnet_large_lowproposals")}
+    steps = {k: builders.detector(size=size, **kw) for k, kw in contenders.items()}
+    for s in steps.values():
+        s()  # warm-up
+    print(f"== standard vs low-proposal @ {size}x{size}: {iters} alternating runs", flush=True)
+    timings = common.time_alternating(steps, iters, warmup=0)
+    rows = [{"detector": k, "size": size, "proposals": kw["proposals"], "config": _config_source(k),
+             "ms": 1e3 * timings[k].wall_median, "cpu_ms": 1e3 * timings[k].cpu_median, "runs": timings[k].as_dict()}
+            for k, kw in contenders.items()]
+    ratio = rows[0]["ms"] / rows[1]["ms"]
+    for r in rows:
+        r["speedup_vs_standard"] = rows[0]["ms"] / r["ms"]
+    print(f"   low-proposal is {ratio:.2f}x faster than standard (wall median)", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = common.base_parser(__doc__)
     p.add_argument("--which", nargs="+", default=["mobile", "large"], choices=list(NASNETS))
     p.add_argument("--memory-only", action="store_true")
     p.add_argument("--tag", default="")
+    p.add_argument("--lowproposals", action="store_true", help="NASNet-A Large: standard vs low-proposal config")
+    p.add_argument("--size", type=int, default=0, help="with --lowproposals: input size (default: the config's)")
     args = p.parse_args(argv)
     common.apply_threads(args.threads)
     print(common.machine_info(), flush=True)
+    if args.lowproposals:
+        size = args.size or builders.configured_test_size("nasnet_large")
+        rows = run_lowproposals(args.iters or 3, size)
+        table = common.print_table(rows, COLUMNS[:5] + [("speedup_vs_standard", "x standard (wall)", ".2f")])
+        common.write_json("detector_latency_lowproposals" + args.tag, {"rows": rows, "table": table,
+                                                                       "argv": sys.argv}, args.out)
+        return
     rows = []
     for w in args.which:
         rows += run(w, args.iters or 3, not args.no_memory, not args.memory_only)

@@ -98,10 +98,27 @@ def _validate(cfg: CN, source_of: Callable[[str], str]) -> None:
         raise ConfigError(f"{err} ({source_of('MODEL.NASNET')})") from err
     if cfg.MODEL.NASNET.NORM not in SUPPORTED_NORMS:
         raise ConfigError(f"MODEL.NASNET.NORM={cfg.MODEL.NASNET.NORM!r}: use one of {SUPPORTED_NORMS}")
+    _check_test_resize(cfg, source_of)
     for key, ok, requirement in _RANGE_CHECKS:
         value = cfgsys.lookup(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key} = {value!r} ({source_of(key)}): {requirement}")
+
+
+def _check_test_resize(cfg: CN, source_of: Callable[[str], str]) -> None:
+    """INPUT.FIXED_SIZE_TEST is applied by the NASNetRCNN model (detection/meta_arch.py); a
+    shortest-edge resize before it would make DefaultPredictor's boxes differ from evaluation's."""
+    size = cfg.INPUT.FIXED_SIZE_TEST
+    if not _is_fixed_size(size) or size[0] == 0:
+        return
+    if cfg.MODEL.META_ARCHITECTURE != "NASNetRCNN":
+        raise ConfigError(f"MODEL.META_ARCHITECTURE = {cfg.MODEL.META_ARCHITECTURE!r} "
+                          f"({source_of('MODEL.META_ARCHITECTURE')}): INPUT.FIXED_SIZE_TEST needs \"NASNetRCNN\", "
+                          "the model that applies the fixed test size (or set INPUT.FIXED_SIZE_TEST (0, 0))")
+    if cfg.INPUT.MIN_SIZE_TEST != 0:
+        raise ConfigError(f"INPUT.MIN_SIZE_TEST = {cfg.INPUT.MIN_SIZE_TEST!r} ({source_of('INPUT.MIN_SIZE_TEST')}): "
+                          f"must be 0 when INPUT.FIXED_SIZE_TEST = {tuple(size)} is set (the model applies the "
+                          "fixed size; a shortest-edge resize first would change the boxes)")
 
 
 def _is_int(value: Any) -> bool:

@@ -1,10 +1,11 @@
 """Single-image inference that preprocesses exactly as the config does, plus class-name metadata.
 
-detectron2's ``DefaultPredictor`` always resizes with ``ResizeShortestEdge(MIN_SIZE_TEST,
-MAX_SIZE_TEST)``. Our large config uses TF's fixed (non-aspect-preserving) resize
-(INPUT.FIXED_SIZE_TEST), so ``DefaultPredictor`` would feed the model a differently shaped image
-than evaluation did and report different boxes. ``NASNetPredictor`` takes its resize from
-``build_resize_augmentations(cfg, is_train=False)``, the same function the test data loader uses.
+detectron2's ``DefaultPredictor`` resizes with ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)``,
+which cannot express TF's fixed (non-aspect-preserving) resize (INPUT.FIXED_SIZE_TEST). The fixed-size
+configs therefore set MIN_SIZE_TEST 0 and the NASNetRCNN model applies the fixed size itself
+(detection/meta_arch.py), so ``DefaultPredictor(cfg)`` and this predictor give the same boxes.
+``NASNetPredictor`` takes its resize from ``build_resize_augmentations(cfg, is_train=False)``, the
+same function the test data loader uses.
 
 ``ClassInfo`` answers the two questions a demo has about class index ``k`` of the model: its name
 (for the Visualizer) and its category id in the dataset (for a COCO results file). detectron2 maps
