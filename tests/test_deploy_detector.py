@@ -10,7 +10,7 @@ import torch
 from nasnet_det.deploy import build_provenance, load_exported, read_provenance
 from nasnet_det.deploy.detector import export_detector
 
-HW = (96, 128)
+HW = (288, 288)  # the demo config's INPUT.FIXED_SIZE_TEST (NASNetRCNN resizes other shapes itself)
 
 #: ONNX needs the deploy extra (upstream-main test venvs may lack it; TorchScript is checked there too)
 FORMATS = ("torchscript", "onnx") if importlib.util.find_spec("onnx") else ("torchscript",)

@@ -15,6 +15,7 @@ from typing import Mapping
 import torch
 
 from ..detection.compat import tracing_adapter
+from ..errors import DeployError
 from .writers import SUFFIX, check_format, write_onnx, write_torchscript
 
 OUTPUTS = ("boxes", "scores", "classes")
@@ -32,6 +33,11 @@ def export_detector(model: torch.nn.Module, fmt: str, out: str | os.PathLike, im
     out = Path(out)
     if out.suffix != SUFFIX[fmt]:
         out = out.with_name(out.name + SUFFIX[fmt])
+    test_size = getattr(model, "test_size", None)
+    if test_size is not None and tuple(image_hw) != tuple(test_size):
+        # NASNetRCNN resizes other shapes itself, in numpy: a trace would freeze that resize's output
+        raise DeployError(f"image size {tuple(image_hw)}: this detector's INPUT.FIXED_SIZE_TEST is "
+                          f"{tuple(test_size)}; export at that size")
     model.eval()
     example = torch.rand(3, *image_hw, generator=torch.Generator().manual_seed(0)) * 255
     adapter = tracing_adapter()(model, [{"image": example}], _detections)
