@@ -14,6 +14,7 @@ meta device (no arithmetic), and each (module, input shape) is traced once per p
 """
 from __future__ import annotations
 
+import copy
 import logging
 import statistics
 import time
@@ -37,19 +38,12 @@ def _leaf_macs(module: nn.Module, shape: tuple[int, ...]) -> int:
 
     key = (repr(module), shape)
     if key not in _LEAF_MACS:
-        real = module if not any(p.is_meta for p in module.parameters(recurse=False)) else \
-            _real_copy(module)
+        real = copy.deepcopy(module).to_empty(device="cpu")  # the values do not matter, only the shapes
         analysis = FlopCountAnalysis(real.eval(), torch.zeros(shape))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         logging.getLogger("fvcore").setLevel(logging.ERROR)
         _LEAF_MACS[key] = int(analysis.total())
     return _LEAF_MACS[key]
-
-
-def _real_copy(module: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(module).to_empty(device="cpu")
 
 
 def count_macs(network: NASNetConfig | nn.Module, image_size: int) -> int:

@@ -277,19 +277,22 @@ class PPOSearch(Strategy):
         return self.last_stats
 
     def _grad_step(self, decisions: Any, old_log_prob: Any, advantage: Any) -> None:
-        """One optimiser step on the clipped surrogate (gradients on even if the caller disabled them)."""
+        """One optimiser step on ``policy_loss`` (gradients on even if the caller disabled them)."""
         torch = self.torch
         with torch.enable_grad():
             out = self.controller(decisions=decisions)
-            ratio = torch.exp(out.log_prob - old_log_prob)
-            surrogate = torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage)
-            loss = -surrogate.mean() - self.entropy_weight * out.entropy.mean()
+            loss = self.policy_loss(out.log_prob, old_log_prob, advantage) - self.entropy_weight * out.entropy.mean()
             self.optimizer.zero_grad()
             loss.backward()
             if self.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip)
             self.optimizer.step()
         self._last = (out, loss)
+
+    def policy_loss(self, log_prob: Any, old_log_prob: Any, advantage: Any) -> Any:
+        """PPO's clipped surrogate, negated (a loss)."""
+        ratio = self.torch.exp(log_prob - old_log_prob)
+        return -self.torch.min(ratio * advantage, ratio.clamp(1 - self.clip, 1 + self.clip) * advantage).mean()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "controller": self.controller.state_dict(),
@@ -314,17 +317,8 @@ class REINFORCESearch(PPOSearch):
 
     name = "reinforce"
 
-    def _grad_step(self, decisions: Any, old_log_prob: Any, advantage: Any) -> None:
-        torch = self.torch
-        with torch.enable_grad():
-            out = self.controller(decisions=decisions)
-            loss = -(out.log_prob * advantage).mean() - self.entropy_weight * out.entropy.mean()
-            self.optimizer.zero_grad()
-            loss.backward()
-            if self.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip)
-            self.optimizer.step()
-        self._last = (out, loss)
+    def policy_loss(self, log_prob: Any, old_log_prob: Any, advantage: Any) -> Any:
+        return -(log_prob * advantage).mean()
 
 
 class FixedList(Strategy):

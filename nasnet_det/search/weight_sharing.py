@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from ..durable import atomic_write_text
 from ..errors import StateError
@@ -186,8 +187,6 @@ class WeightSharingSearch:
                 self._count(t)
             saved = self.output / SUPERNET_NAME
             self._start_bank(load_state(saved) if saved.exists() else None)
-            import yaml
-
             atomic_write_text(self.output / CONFIG_NAME, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             in_flight = sorted((t for t in trials.values() if t.status in IN_FLIGHT), key=lambda t: t.trial_id)
             ranges = epoch_ranges(self.cfg)
