@@ -99,6 +99,15 @@ class WeightSharingSearch:
             self.epochs_trained = int(resume_state["epochs_trained"])
         self.bank.on_new_parameter = self._new_parameter
 
+    @staticmethod
+    def _saved_bank(path: Path) -> dict[str, Any]:
+        try:
+            return load_state(path)
+        except StateError:
+            raise StateError(f"{path}: cannot read the saved shared weights (damaged or not written by this "
+                             f"search); they cannot be rebuilt from the trial log: start the search again with "
+                             f"another --output") from None
+
     def _save_bank(self) -> None:
         save_state({"bank": self.bank.bank_state(), "optimizer": self.optimizer.state_dict(),
                     "epochs_trained": self.epochs_trained}, self.output / SUPERNET_NAME)
@@ -186,7 +195,7 @@ class WeightSharingSearch:
             for t in sorted((t for t in trials.values() if t.status in FINISHED), key=lambda t: t.finish_index or 0):
                 self._count(t)
             saved = self.output / SUPERNET_NAME
-            self._start_bank(load_state(saved) if saved.exists() else None)
+            self._start_bank(self._saved_bank(saved) if saved.exists() else None)
             atomic_write_text(self.output / CONFIG_NAME, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             in_flight = sorted((t for t in trials.values() if t.status in IN_FLIGHT), key=lambda t: t.trial_id)
             ranges = epoch_ranges(self.cfg)
