@@ -41,7 +41,7 @@ def test_subnetwork_equals_standalone_network_with_the_shared_weights():
     assert any(b.combine == "concat" for g in genotypes for b in g.normal.blocks + g.reduce.blocks)
     x = torch.randn(4, 3, 32, 32)
     for g in genotypes:  # train the bank a little so the check is not about initial values
-        bank.network(g)
+        bank.tensors(g)
         opt = torch.optim.SGD(bank.parameters(), lr=0.1)
         loss = bank(x, g).logsumexp(1).mean()
         opt.zero_grad()
@@ -61,15 +61,37 @@ def test_tensors_are_shared_by_role_and_not_across_roles():
     space, base, _ = _space_and_base()
     bank = SharedWeights(base)
     a, b = _genotypes(space, 2, seed=3)
-    ta, tb = bank.tensors(a), bank.tensors(b)
-    assert ta["conv0.conv.weight"] is tb["conv0.conv.weight"]  # the stem is in every architecture
+    ka, kb = bank.keys(a), bank.keys(b)
+    assert ka["conv0.conv.weight"] == kb["conv0.conv.weight"]  # the stem is in every architecture
     block_a, block_b = a.normal.blocks[0], b.normal.blocks[0]
     name = "cells.0.comb_iter_0_left"
-    same_role = (block_a.ops[0], block_a.inputs[0]) == (block_b.ops[0], block_b.inputs[0])
-    pa = {k: v for k, v in ta.items() if k.startswith(name)}
-    pb = {k: v for k, v in tb.items() if k.startswith(name)}
-    shared = [k for k in pa if k in pb and pa[k] is pb[k]]
-    assert bool(shared) == same_role
+    same_op = block_a.ops[0] == block_b.ops[0]  # the input state does not matter (ENAS)
+    pa = {n: k for n, k in ka.items() if n.startswith(name)}
+    pb = {n: k for n, k in kb.items() if n.startswith(name)}
+    shared = [n for n in pa if n in pb and pa[n] == pb[n]]
+    assert bool(shared) == same_op
+
+
+def test_a_role_seen_at_two_widths_shares_one_tensor_and_keeps_what_it_learnt():
+    """The classifier's input width follows the last cell's unused states; both widths use the
+    leading slice of one bank tensor, and growing it keeps the trained values."""
+    space, base, _ = _space_and_base()
+    bank = SharedWeights(base)
+    by_width: dict[int, object] = {}
+    for g in _genotypes(space, 60, seed=1):
+        width = bank.network(g)[0].classifier.in_features
+        by_width.setdefault(width, g)
+    narrow, wide = by_width[min(by_width)], by_width[max(by_width)]
+    bank = SharedWeights(base)
+    w_narrow = bank.tensors(narrow)["classifier.weight"]
+    with torch.no_grad():
+        bank.weights[bank.keys(narrow)["classifier.weight"]].add_(1.0)  # "training"
+    trained = w_narrow.detach().clone()
+    w_wide = bank.tensors(wide)["classifier.weight"]
+    assert bank.keys(narrow)["classifier.weight"] == bank.keys(wide)["classifier.weight"]
+    assert w_wide.shape[1] == max(by_width) > min(by_width)
+    torch.testing.assert_close(bank.tensors(narrow)["classifier.weight"], trained)  # kept through the growth
+    assert bank.tensors(narrow)["classifier.weight"].data_ptr() == w_wide.data_ptr()  # one storage
 
 
 def test_per_module_macs_equal_fvcore_on_the_whole_network():

@@ -87,17 +87,33 @@ class WeightSharingSearch:
         if self.optimizer is not None:
             self.optimizer.param_groups[0 if p.dim() > 1 else 1]["params"].append(p)
 
+    def _grown_parameter(self, old: torch.nn.Parameter, new: torch.nn.Parameter) -> None:
+        """``new`` takes ``old``'s place in its group (so the saved optimizer state lines up) and
+        its momentum, zero where ``new`` reaches beyond ``old``."""
+        if self.optimizer is None:
+            return
+        for group in self.optimizer.param_groups:
+            for i, p in enumerate(group["params"]):
+                if p is old:
+                    group["params"][i] = new
+        state = self.optimizer.state.pop(old, None)
+        if state and state.get("momentum_buffer") is not None:
+            buf = torch.zeros_like(new)
+            buf[tuple(slice(0, n) for n in old.shape)] = state["momentum_buffer"]
+            self.optimizer.state[new] = {**state, "momentum_buffer": buf}
+
     def _start_bank(self, resume_state: dict[str, Any] | None) -> None:
         c = self.cfg.child
         if resume_state is not None:
             self.bank.load_bank_state(resume_state["bank"])
         else:
-            self.bank.network(self.space.decode(self.strategy.sample_architecture(_seed(self.cfg.seed, "init"))))
+            self.bank.tensors(self.space.decode(self.strategy.sample_architecture(_seed(self.cfg.seed, "init"))))
         self.optimizer = torch.optim.SGD(self._groups(), lr=c.lr, momentum=c.momentum)
         if resume_state is not None:
             self.optimizer.load_state_dict(resume_state["optimizer"])
             self.epochs_trained = int(resume_state["epochs_trained"])
         self.bank.on_new_parameter = self._new_parameter
+        self.bank.on_grown_parameter = self._grown_parameter
 
     @staticmethod
     def _saved_bank(path: Path) -> dict[str, Any]:
@@ -155,7 +171,7 @@ class WeightSharingSearch:
         correct = 0
         bs = self.cfg.weight_sharing.eval_batch_size
         for i in range(0, len(xs), bs):
-            logits = self.bank(normalize(xs[i:i + bs], d.mean, d.std), genotype, train=True, fresh_stats=True)
+            logits = self.bank(normalize(xs[i:i + bs], d.mean, d.std), genotype, train=True, read_only=True)
             correct += int((logits.argmax(1) == ys[i:i + bs]).sum())
         return correct / len(xs)
 
