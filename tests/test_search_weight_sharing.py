@@ -72,26 +72,34 @@ def test_tensors_are_shared_by_role_and_not_across_roles():
     assert bool(shared) == same_op
 
 
-def test_a_role_seen_at_two_widths_shares_one_tensor_and_keeps_what_it_learnt():
-    """The classifier's input width follows the last cell's unused states; both widths use the
-    leading slice of one bank tensor, and growing it keeps the trained values."""
+def test_readers_of_a_cell_output_meet_each_state_in_its_own_slot():
+    """The classifier reads the last cell's unused states, which differ between architectures. The
+    columns for one state come from that state's slot of one bank tensor, wherever the state sits
+    in the concat, and training through one architecture changes only the slots it reads."""
     space, base, _ = _space_and_base()
     bank = SharedWeights(base)
-    by_width: dict[int, object] = {}
-    for g in _genotypes(space, 60, seed=1):
-        width = bank.network(g)[0].classifier.in_features
-        by_width.setdefault(width, g)
-    narrow, wide = by_width[min(by_width)], by_width[max(by_width)]
-    bank = SharedWeights(base)
-    w_narrow = bank.tensors(narrow)["classifier.weight"]
-    with torch.no_grad():
-        bank.weights[bank.keys(narrow)["classifier.weight"]].add_(1.0)  # "training"
-    trained = w_narrow.detach().clone()
-    w_wide = bank.tensors(wide)["classifier.weight"]
-    assert bank.keys(narrow)["classifier.weight"] == bank.keys(wide)["classifier.weight"]
-    assert w_wide.shape[1] == max(by_width) > min(by_width)
-    torch.testing.assert_close(bank.tensors(narrow)["classifier.weight"], trained)  # kept through the growth
-    assert bank.tensors(narrow)["classifier.weight"].data_ptr() == w_wide.data_ptr()  # one storage
+
+    def layout(g):
+        last = bank.network(g)[0].cells[-1]
+        return list(last.spec.concat), last.out_channels // len(last.spec.concat)
+
+    gs = _genotypes(space, 80, seed=1)
+    pair = next((a, b, s) for a in gs for b in gs for s in layout(a)[0]
+                if s in layout(b)[0] and layout(a)[0].index(s) != layout(b)[0].index(s)
+                and layout(a)[1] == layout(b)[1])
+    a, b, state = pair
+    (ca, width), (cb, _) = layout(a), layout(b)
+    assert bank.keys(a)["classifier.weight"] == bank.keys(b)["classifier.weight"]
+    wa, wb = bank.tensors(a)["classifier.weight"], bank.tensors(b)["classifier.weight"]
+    ia, ib = ca.index(state), cb.index(state)
+    torch.testing.assert_close(wa[:, ia * width:(ia + 1) * width], wb[:, ib * width:(ib + 1) * width])
+    assert not torch.equal(wa[:, :width], wb[:, :width]) or ca[0] == cb[0]  # a leading slice would have matched
+
+    bank.tensors(a)["classifier.weight"].sum().backward()
+    grad = bank.weights[bank.keys(a)["classifier.weight"]].grad
+    slot = 2 * bank.network(a)[0].cells[-1].filters
+    touched = {s for s in range(grad.shape[1] // slot) if grad[:, s * slot:(s + 1) * slot].abs().sum() > 0}
+    assert touched == set(ca)
 
 
 def test_per_module_macs_equal_fvcore_on_the_whole_network():

@@ -187,12 +187,15 @@ class NASNet(nn.Module):
                 plan.append((f"cell_{k}", genotype.reduce if is_red else genotype.normal, 2 if is_red else 1,
                              scaling, skip))
 
-        # Build the cells, tracking (channels, resolution level) of h_{i-1} and h_i.
+        # Build the cells, tracking (channels, resolution level, producer) of h_{i-1} and h_i; the
+        # producer is the index of the cell that computed the state, -1 for the stem convolution.
         total = len(plan)
-        h_prev_state: tuple[int, int] | None = None
-        h_state = (stem_channels, 0)
-        last_prev_in: tuple[int, int] | None = None
+        h_prev_state: tuple[int, int, int] | None = None
+        h_state = (stem_channels, 0, -1)
+        last_prev_in: tuple[int, int, int] | None = None
         self.stage_channels: list[int] = []
+        #: per cell, the producers of the h_i and h_{i-1} it reads in a whole forward pass (None: no h_{i-1})
+        self.cell_inputs: list[tuple[int, int | None]] = []
         for num, (name, spec, stride, scale, skip) in enumerate(plan):
             prev_state = last_prev_in if skip else h_prev_state
             if prev_state is not None and prev_state[1] not in (h_state[1], h_state[1] - 1):
@@ -213,8 +216,9 @@ class NASNet(nn.Module):
             self.cells.append(cell)
             self.cell_names.append(name)
             self._skip_input.append(skip)
+            self.cell_inputs.append((h_state[2], None if prev_state is None else prev_state[2]))
             last_prev_in = prev_state
-            h_prev_state, h_state = h_state, (cell.out_channels, h_state[1] + (stride == 2))
+            h_prev_state, h_state = h_state, (cell.out_channels, h_state[1] + (stride == 2), num)
         self.num_features = h_state[0]
 
         # Aux head: reads the cell just before the second body reduction (TF: reduction_indices[1] - 1).

@@ -12,19 +12,26 @@ state it reads. A tensor is created (and initialized as ``NASNet`` initializes i
 an architecture needs it, so the bank holds exactly the candidates the search has reached.
 
 Widths are not part of the name. A state's width depends on earlier choices (a ``concat`` block is
-2F wide, a cell's output is as wide as its unused states, and so are the next cell's input
-convolutions and the classifier), so one role is seen at several shapes. The bank keeps one tensor
-per role at the largest shape seen so far, and an architecture uses its leading slice (ENAS slices
-its output convolution by the used states; Once-for-All slices channels the same way). Keying by
-shape instead splits the classifier and every cell input into several rarely trained copies: a
-first version did, and its shared-weight accuracies stayed at chance.
+2F wide), so one role is seen at several shapes. The bank keeps one tensor per role at the largest
+shape seen so far, and an architecture uses its leading slice (Once-for-All slices channels the
+same way).
+
+A cell's output is the concat of its unused states, and which states those are changes with the
+architecture. So the parameters that read a cell's output on their input dimension (the next
+cells' input 1x1 convolutions and factorized reductions, the classifier) are stored with one slot
+of 2F input channels per state of the producing cell, and an architecture gathers the slots of
+the states it concatenates, in its order (ENAS gathers its output convolution the same way). A
+weight then always meets the same state, whatever else is concatenated beside it. Two first
+versions did not: keying by shape split those tensors into many rarely trained copies, and a
+leading slice fed each weight whichever state happened to come first; with either, the
+shared-weight accuracies of sampled architectures stayed at chance on CIFAR-10.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -35,7 +42,16 @@ from nasnet_det.modeling.network import init_module
 from nasnet_det.space import Genotype
 
 _OP_MODULE = "comb_iter_"
-_Use = tuple[str, str, torch.Size]  # (name in the network, bank key, shape there)
+
+
+class _Use(NamedTuple):
+    """How one tensor of a sub-network is taken from the bank."""
+
+    name: str  # in the sub-network
+    key: str  # in the bank
+    shape: torch.Size  # in the sub-network
+    bank_shape: torch.Size  # the smallest bank entry that serves it
+    slots: torch.Tensor | None  # bank channels of input dimension 1, in the sub-network's order; None: leading slice
 
 
 def role_key(child: NASNet, name: str) -> str:
@@ -48,6 +64,50 @@ def role_key(child: NASNet, name: str) -> str:
         op = block.ops[0 if side == "left" else 1]
         return f"cells/{parts[1]}/b{k_text}{side[0]}/{op}/" + "/".join(parts[3:])
     return "/".join(parts)
+
+
+def state_slots(cell: torch.nn.Module) -> tuple[int, torch.Tensor]:
+    """The slot layout of ``cell``'s output: (bank channels, the bank channel of each output channel).
+
+    Every state of the cell (its two inputs and its B blocks) owns 2F channels, the widest a state
+    can be; a concatenated state of width w uses the first w of its slot.
+    """
+    slot = 2 * cell.filters
+    width = cell.out_channels // len(cell.spec.concat)
+    index = torch.cat([torch.arange(s * slot, s * slot + width) for s in cell.spec.concat])
+    return slot * (2 + len(cell.spec.blocks)), index
+
+
+def _cell_output_readers(child: NASNet) -> dict[str, int]:
+    """Module path prefix -> index of the cell whose output those modules read on their input dimension."""
+    readers: dict[str, int] = {}
+    for j, (h_source, prev_source) in enumerate(child.cell_inputs):
+        for prefix, source in ((f"cells.{j}.conv_1x1.", h_source), (f"cells.{j}.conv_prev_1x1.", prev_source),
+                               (f"cells.{j}.prev_reduction.", prev_source)):
+            if source is not None and source >= 0:
+                readers[prefix] = source
+    if child.classifier is not None and len(child.cells):
+        readers["classifier."] = len(child.cells) - 1
+    return readers
+
+
+def _use(child: NASNet, name: str, shape: torch.Size, readers: dict[str, int]) -> _Use:
+    key = role_key(child, name)
+    source = next((c for prefix, c in readers.items() if name.startswith(prefix)), None)
+    if source is None or len(shape) < 2:
+        return _Use(name, key, shape, shape, None)
+    width, slots = state_slots(child.cells[source])
+    if shape[1] != len(slots):
+        raise AssertionError(f"{name}: input width {shape[1]} is not cell {source}'s output width {len(slots)}")
+    return _Use(name, key, shape, torch.Size((shape[0], width, *shape[2:])), slots)
+
+
+def _take(t: torch.Tensor, use: _Use) -> torch.Tensor:
+    """The sub-network's tensor from bank entry ``t``: a leading slice, or for a reader of a cell
+    output the gather of its states' slots (gradients reach the bank either way)."""
+    if use.slots is None:
+        return _leading(t, use.shape)
+    return _leading(t, use.bank_shape).index_select(1, use.slots)
 
 
 def _leading(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -114,8 +174,9 @@ class SharedWeights(nn.Module):
             return hit
         with torch.device("meta"):
             child = NASNet(self.base.replace(genotype=genotype))
-        params = [(n, role_key(child, n), p.shape) for n, p in child.named_parameters()]
-        buffers = [(n, role_key(child, n), b.shape) for n, b in child.named_buffers()]
+        readers = _cell_output_readers(child)
+        params = [_use(child, n, p.shape, readers) for n, p in child.named_parameters()]
+        buffers = [_use(child, n, b.shape, {}) for n, b in child.named_buffers()]
         self._built[tag] = (child, params, buffers)
         if len(self._built) > self.cache_size:
             self._built.popitem(last=False)
@@ -131,12 +192,16 @@ class SharedWeights(nn.Module):
         bank's values leading. Nothing is changed; ``tensors`` decides whether to keep them."""
         child, params, buffers = self.network(genotype)
         weights, stats = dict(self.weights.items()), dict(self.stats.named_buffers())
-        missing = {n.rsplit(".", 1)[0] for n, k, shape in params if not self._covers(weights.get(k), shape)}
-        missing |= {n.rsplit(".", 1)[0] for n, k, shape in buffers if not self._covers(stats.get(k), shape)}
+        missing = {u.name.rsplit(".", 1)[0] for u in params if not self._covers(weights.get(u.key), u.bank_shape)}
+        missing |= {u.name.rsplit(".", 1)[0] for u in buffers if not self._covers(stats.get(u.key), u.bank_shape)}
+        gathered = {u.name: u.bank_shape for u in params if u.slots is not None}
         new_weights: dict[str, torch.Tensor] = {}
         new_stats: dict[str, torch.Tensor] = {}
         for path in sorted(missing):
             module = copy.deepcopy(child.get_submodule(path)).to_empty(device="cpu", recurse=False)
+            for name, _ in list(module.named_parameters(recurse=False)):
+                if f"{path}.{name}" in gathered:  # created at its slot layout (init depends on the output side only)
+                    setattr(module, name, nn.Parameter(torch.empty(gathered[f"{path}.{name}"])))
             role = role_key(child, f"{path}.{next(iter(module.state_dict()))}")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_role_seed(self.seed, role))
@@ -171,7 +236,7 @@ class SharedWeights(nn.Module):
     def keys(self, genotype: Genotype) -> dict[str, str]:
         """Name -> bank key of every parameter and buffer of ``genotype``'s network."""
         _child, params, buffers = self.network(genotype)
-        return {n: k for n, k, _ in params + buffers}
+        return {u.name: u.key for u in params + buffers}
 
     def tensors(self, genotype: Genotype, read_only: bool = False) -> dict[str, torch.Tensor]:
         """Name -> shared tensor (the leading slice of its bank entry) for ``genotype``'s network.
@@ -185,10 +250,10 @@ class SharedWeights(nn.Module):
         if not read_only:
             self._keep(new_weights, new_stats)
             new_weights, new_stats = {}, {}
-        out = {n: _leading(new_weights[k] if k in new_weights else self.weights[k], shape) for n, k, shape in params}
-        for n, k, shape in buffers:
-            b = _leading(new_stats[k] if k in new_stats else getattr(self.stats, k), shape)
-            out[n] = b.clone() if read_only else b
+        out = {u.name: _take(new_weights[u.key] if u.key in new_weights else self.weights[u.key], u) for u in params}
+        for u in buffers:
+            b = _take(new_stats[u.key] if u.key in new_stats else getattr(self.stats, u.key), u)
+            out[u.name] = b.clone() if read_only else b
         return out
 
     def forward(self, x: torch.Tensor, genotype: Genotype, train: bool = True,
