@@ -21,6 +21,7 @@ pass was interrupted is trained again from the previous epoch's weights, with th
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ..durable import atomic_write_text
+from ..durable import atomic_write_json, atomic_write_text
 from ..errors import StateError
 from .config import SearchConfig, child_network
 from .cost import CostModel
@@ -42,6 +43,7 @@ from .supernet import SharedWeights
 from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog
 
 SUPERNET_NAME = "supernet.safetensors"
+EPOCHS_NAME = "epochs.json"  # per training pass: mean loss, steps, seconds (a record for the user)
 
 
 def _seed(*parts: Any) -> int:
@@ -219,9 +221,11 @@ class WeightSharingSearch:
                 if ids.stop <= next_id and not any(t.trial_id in ids for t in in_flight):
                     continue  # every trial of this epoch is finished
                 if phase < len(ranges) - 1 and self.epochs_trained <= phase:
+                    t_epoch = time.perf_counter()
                     stats = self.train_epoch(phase)
                     self.epochs_trained = phase + 1
                     self._save_bank()
+                    self._record_epoch({"epoch": phase, **stats, "seconds": time.perf_counter() - t_epoch})
                     self._emit("epoch", Trial(-1, [], {}, 0, {"epoch": phase, **stats}))
                 for trial in [t for t in in_flight if t.trial_id in ids]:
                     self._finish(log, updates, trial)
@@ -244,6 +248,15 @@ class WeightSharingSearch:
         return SearchSummary(str(self.output), next_id, sum(c.values()), c["ok"], c["failed"], 0,
                              best.reward if best else None, best.trial_id if best else None,
                              time.perf_counter() - t_start, self.strategy.num_updates)
+
+    def _record_epoch(self, stats: dict[str, Any]) -> None:
+        """Add one training pass to ``epochs.json`` (a pass redone after a resume replaces its entry)."""
+        path = self.output / EPOCHS_NAME
+        try:
+            done = [e for e in json.loads(path.read_text()) if e.get("epoch") != stats["epoch"]]
+        except (OSError, ValueError, AttributeError):
+            done = []  # absent or damaged: a record for the user only, never needed to resume
+        atomic_write_json(path, sorted(done + [stats], key=lambda e: e["epoch"]))
 
     def _finish(self, log: TrialLog, updates: UpdateLog, trial: Trial) -> None:
         self.score(trial)
