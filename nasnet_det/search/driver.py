@@ -28,7 +28,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
@@ -39,6 +39,9 @@ from .executors import Executor, ExecutorBroken, build_executor, is_retryable
 from .state import LEGACY_STATE_NAME, STATE_NAME, load_legacy_state, load_state, save_state
 from .strategies import Proposal, Strategy, build_strategy, space_of
 from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog, append_lines
+
+if TYPE_CHECKING:
+    from .cost import CostModel
 
 LOG_NAME = "trials.jsonl"
 CONFIG_NAME = "config.yaml"
@@ -163,9 +166,9 @@ def _task(cfg: SearchConfig, trial: Trial) -> dict[str, Any]:
             "child": cfg.child.to_dict(), "data": cfg.data.to_dict()}
 
 
-def driver_cost_model(cfg: SearchConfig) -> Any:
-    """``cost.*`` for this search's children as the driver measures them (a ``cost.CostModel``), or
-    None without ``cost.metric``. The classifier has the dataset's class count with the cifar
+def driver_cost_model(cfg: SearchConfig) -> CostModel | None:
+    """``cost.*`` for this search's children as the driver measures them, or None without
+    ``cost.metric``. The classifier has the dataset's class count with the cifar
     trainer, the child preset's otherwise (the other trainers bring their own data)."""
     if cfg.cost.metric == "none":
         return None
