@@ -330,3 +330,132 @@ def test_a_worker_that_keeps_dying_is_retried_boundedly_then_recorded_failed(tmp
     assert DyingExecutor.calls == 4 + 2
     trials = fold(read_records(tmp_path / "trials.jsonl"))
     assert trials[1].status == "failed" and trials[1].attempt == 2 and "signal 9" in trials[1].error
+
+
+# ---------------------------------------------------------------- cost (multi-trial)
+
+TINY_CHILD = {"child.network.num_cells": "1", "child.network.num_conv_filters": "8"}
+PARAMS_LIMIT = 19000  # tiny children have about 14k-25k parameters: the limit rejects some, not all
+
+
+class RecordingExecutor(InlineExecutor):
+    """Runs trials inline and remembers which ones it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def submit(self, task):
+        self.seen.append(task["trial_id"])
+        return super().submit(task)
+
+
+def _own_params(cfg, genotype: dict) -> int:
+    """The child's parameter count, counted here (not through the driver's CostModel)."""
+    from nasnet_det.modeling import NASNet
+    from nasnet_det.search.config import child_network
+
+    return sum(p.numel() for p in NASNet(child_network(cfg.child, Genotype.from_dict(genotype), image_size=32))
+               .parameters())
+
+
+def _cost_cfg(**extra: str):
+    return synthetic_cfg(**{"strategy": "random", "num_archs": "30", **TINY_CHILD, "cost.metric": "params",
+                            "cost.limit": str(PARAMS_LIMIT), **extra})
+
+
+def test_multi_trial_cost_limit_rejects_before_the_executor_and_soft_objective_scales_reward(tmp_path):
+    target, weight = 16000.0, -0.5
+    cfg = _cost_cfg(**{"cost.target": str(target), "cost.weight": str(weight)})
+    executor = RecordingExecutor()
+    summary = run_search(cfg, tmp_path, executor=executor)
+    trials = fold(read_records(tmp_path / "trials.jsonl"))
+    rejected = [t for t in trials.values() if t.status == "rejected"]
+    ok = [t for t in trials.values() if t.status == "ok"]
+    assert rejected and ok and len(rejected) + len(ok) == 30
+    assert (summary.rejected, summary.ok, summary.finished) == (len(rejected), len(ok), 30)
+    assert sorted(executor.seen) == sorted(t.trial_id for t in ok)  # a rejected trial never reached it
+    for t in rejected:
+        assert t.extra["cost"] == _own_params(cfg, t.genotype) > PARAMS_LIMIT
+        assert t.reward is None and "exceeds cost.limit" in t.error and t.extra["cost_metric"] == "params"
+    for t in ok:
+        cost = t.extra["cost"]
+        assert cost == _own_params(cfg, t.genotype) <= PARAMS_LIMIT
+        accuracy = synthetic_reward(Genotype.from_dict(t.genotype))
+        assert t.extra["accuracy"] == accuracy  # the trainer's raw reward is kept
+        assert t.reward == pytest.approx(accuracy * (cost / target) ** weight, rel=1e-12)
+    assert any(abs(t.reward - t.extra["accuracy"]) > 1e-3 for t in ok)
+
+
+def test_multi_trial_resume_never_trains_a_rejected_trial(tmp_path):
+    cfg = _cost_cfg(strategy="ppo", **{"ppo.batch_size": "4"})
+    reference = tmp_path / "ref"
+    run_search(cfg, reference, executor=InlineExecutor())
+
+    class Crash(Exception):
+        pass
+
+    state = {"rejected": 0}
+
+    def crash_on_an_over_limit_proposal(status, trial):
+        state["rejected"] += status == "rejected"
+        if status == "running" and state["rejected"] and _own_params(cfg, trial.genotype) > PARAMS_LIMIT:
+            raise Crash()  # logged as running, not yet checked against the limit
+
+    out = tmp_path / "s"
+    first = RecordingExecutor()
+    with pytest.raises(Crash):
+        run_search(cfg, out, executor=first, on_event=crash_on_an_over_limit_proposal)
+    before = fold(read_records(out / "trials.jsonl"))
+    in_flight = [t.trial_id for t in before.values() if t.status == "running"]
+    assert len(in_flight) == 1
+    second = RecordingExecutor()
+    summary = run_search(cfg, out, resume=True, executor=second)
+    after = fold(read_records(out / "trials.jsonl"))
+    rejected = {t.trial_id for t in after.values() if t.status == "rejected"}
+    assert in_flight[0] in rejected and rejected & set(first.seen + second.seen) == set()
+    assert len(first.seen + second.seen) == len(set(first.seen + second.seen)) == summary.ok
+    statuses = [r["trial_id"] for r in read_records(out / "trials.jsonl") if r["status"] != "running"]
+    assert sorted(statuses) == list(range(30))  # every trial finished exactly once
+    expected = fold(read_records(reference / "trials.jsonl"))
+    assert {i: (t.decisions, t.status, t.reward) for i, t in after.items()} == \
+        {i: (t.decisions, t.status, t.reward) for i, t in expected.items()}
+
+
+def test_cost_front_keeps_only_non_dominated_trials():
+    from nasnet_det.search.report import cost_front
+    from nasnet_det.search.trial_log import Trial
+
+    def trial(tid, cost, acc, status="ok"):
+        return Trial(tid, [], {}, 0, status=status, reward=acc if status == "ok" else None,
+                     extra={"cost": cost, "accuracy": acc} if status == "ok" else {"cost": cost})
+
+    trials = [trial(0, 2.0, 0.5), trial(1, 1.0, 0.5), trial(2, 2.0, 0.7), trial(3, 3.0, 0.6),
+              trial(4, 1.0, 0.5), trial(5, 4.0, 0.9), trial(6, 0.5, 0.0, "rejected"), trial(7, 3.0, 0.7)]
+    assert [t.trial_id for t in cost_front(trials)] == [1, 2, 5]
+
+
+def test_report_writes_the_cost_front_of_a_multi_trial_search(tmp_path):
+    run_search(_cost_cfg(**{"cost.target": "16000"}), tmp_path, executor=InlineExecutor())
+    report = write_report(tmp_path, top_k=3, draw=False)
+    assert Path(report["cost_front"]["plot"]).stat().st_size > 0
+    data = json.loads((tmp_path / "cost_front.json").read_text())
+    trials = load_trials(tmp_path)
+    ok = [t for t in trials if t.status == "ok"]
+    assert (data["metric"], data["target"], data["limit"]) == ("params", 16000.0, PARAMS_LIMIT)
+    assert data["rejected"] == sum(t.status == "rejected" for t in trials) > 0
+    front = {f["trial_id"] for f in data["front"]}
+
+    def dominates(a, b):  # a at most as costly, at least as accurate, better in one
+        ca, aa, cb, ab = a.extra["cost"], a.extra["accuracy"], b.extra["cost"], b.extra["accuracy"]
+        return ca <= cb and aa >= ab and (ca < cb or aa > ab)
+
+    by_id = {t.trial_id: t for t in ok}
+    assert front and front <= set(by_id)
+    for f in data["front"]:
+        t = by_id[f["trial_id"]]
+        assert (f["cost"], f["accuracy"], f["reward"]) == (t.extra["cost"], t.extra["accuracy"], t.reward)
+        assert not any(dominates(o, t) for o in ok)
+    for t in ok:  # and every trial left out is matched or beaten by one on the front
+        assert t.trial_id in front or any(by_id[i].extra["cost"] <= t.extra["cost"] and
+                                          by_id[i].extra["accuracy"] >= t.extra["accuracy"] for i in front)

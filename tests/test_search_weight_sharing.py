@@ -174,3 +174,44 @@ def test_sigkill_then_resume_equals_uninterrupted_search(tmp_path):
         assert after[k][1] == pytest.approx(expected[k][1], abs=1e-9)
     updates = lambda d: [json.loads(x)["update"] for x in (d / "controller_updates.jsonl").read_text().splitlines()]  # noqa: E731
     assert updates(killed_dir) == updates(tmp_path / "ref")
+
+
+def _image_folder(root: Path, classes: int = 3, per_class: int = 30) -> Path:
+    """A small ImageFolder of random 32x32 PNGs (the cost test needs data, not real images)."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for c in range(classes):
+        (root / "train" / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = torch.randint(0, 256, (32, 32, 3), generator=gen, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(root / "train" / f"c{c}" / f"{i}.png")
+    return root
+
+
+def test_cost_limit_and_front_in_weight_sharing_mode(tmp_path):
+    """Over-limit proposals are rejected before scoring; the front covers the final phase only."""
+    from nasnet_det.search import run_search
+    from nasnet_det.search.report import load_trials, write_report
+
+    target, limit = 16_000, 19_000  # tiny children have about 14k-25k parameters
+    cfg = load_config(None, TINY + ["data.root", str(_image_folder(tmp_path / "data")), "data.val_size", "30",
+                                    "data.train_size", "0", "num_archs", "4", "weight_sharing.epochs", "1",
+                                    "weight_sharing.final_archs", "8", "cost.metric", "params",
+                                    "cost.target", str(target), "cost.limit", str(limit)])
+    summary = run_search(cfg, tmp_path / "s")
+    trials = load_trials(tmp_path / "s")
+    rejected = [t for t in trials if t.status == "rejected"]
+    ok = [t for t in trials if t.status == "ok"]
+    assert rejected and ok and summary.rejected == len(rejected)
+    for t in rejected:
+        assert t.extra["cost"] > limit and "accuracy" not in t.extra  # never scored
+    for t in ok:
+        assert t.params == t.extra["cost"] <= limit
+        assert t.reward == pytest.approx(t.extra["accuracy"] * (t.extra["cost"] / target) ** -0.07, rel=1e-12)
+    report = write_report(tmp_path / "s", top_k=2, draw=False)
+    assert Path(report["cost_front"]["plot"]).stat().st_size > 0
+    front = json.loads((tmp_path / "s" / "cost_front.json").read_text())
+    final = [t for t in trials if t.info.get("phase") == "final"]
+    assert front["trials"] == len(final) and front["rejected"] == sum(t.status == "rejected" for t in final)
+    assert {f["trial_id"] for f in front["front"]} <= {t.trial_id for t in final if t.status == "ok"}

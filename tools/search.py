@@ -59,15 +59,21 @@ def cmd_search(argv: list[str]) -> int:
     summary = run_search(cfg, args.output, resume=args.resume, progress=not args.no_progress, repair=args.repair,
                          allow_unsafe_pickle=args.allow_unsafe_pickle)
     if summary.finished and not summary.ok:
+        if not summary.failed:
+            raise SearchError(f"every architecture ({summary.rejected}) exceeded cost.limit {cfg.cost.limit} "
+                              f"({cfg.cost.metric}) and was rejected; raise cost.limit or shrink child.network")
         raise SearchError(f"no architecture was trained successfully ({summary.failed} failed); first failure: "
                           f"{summary.first_failure}; all errors are in {Path(args.output) / 'trials.jsonl'}")
     print(f"search {cfg.name}: {summary.finished}/{cfg.num_archs} architectures finished "
-          f"({summary.ok} ok, {summary.failed} failed, {summary.retries} retries) in {summary.seconds:.1f}s; "
+          f"({summary.ok} ok, {summary.failed} failed, {summary.rejected} rejected by cost.limit, "
+          f"{summary.retries} retries) in {summary.seconds:.1f}s; "
           f"best reward {summary.best_reward} (trial {summary.best_trial}); {summary.updates} controller updates")
     if not args.no_report:
         report = write_report(args.output, top_k=cfg.top_k)
         print(f"top genotypes: {Path(args.output) / 'top_genotypes.json'}; curve: {report['reward_curve']}; "
               f"cell diagrams: {len(report['cell_diagrams'])}")
+        if report["cost_front"]:
+            print(f"accuracy/cost front: {report['cost_front']['plot']}, {report['cost_front']['json']}")
     return 0
 
 
@@ -126,6 +132,8 @@ def cmd_report(argv: list[str]) -> int:
     report = write_report(args.folder, top_k=args.top_k)
     print(f"{report['ok']} ok / {report['sampled']} sampled; best {report['best_reward']}; "
           f"wrote {len(report['top_genotypes'])} genotypes, {report['reward_curve']}")
+    if report["cost_front"]:
+        print(f"accuracy/cost front: {report['cost_front']['plot']}, {report['cost_front']['json']}")
     return 0
 
 

@@ -106,6 +106,9 @@ def _defaults() -> SearchConfig:
 
 DEFAULTS = _defaults()
 
+#: The unit of each ``cost.metric`` (messages, plot axes).
+COST_UNITS = {"macs": "MACs", "params": "parameters", "latency": "ms"}
+
 #: Keys of earlier versions and where they live now (old configs and search folders still load).
 MOVED = {"child.num_cells": "child.network.num_cells", "child.filters": "child.network.num_conv_filters",
          "child.bn_momentum": "child.network.bn_momentum",

@@ -28,8 +28,9 @@ from nasnet_det.modeling.config import NASNetConfig
 from nasnet_det.space import Genotype
 
 from ..config import Config
+from .config import COST_UNITS
+from .trial_log import Trial
 
-UNITS = {"macs": "MACs", "params": "parameters", "latency": "ms"}
 _LEAF_MACS: dict[tuple[str, tuple[int, ...]], int] = {}
 
 
@@ -122,7 +123,7 @@ class CostModel:
 
     def rejection(self, cost: float | None) -> str | None:
         if self.limit > 0 and cost is not None and cost > self.limit:
-            return (f"rejected before training: {self.metric} {cost:.6g} {UNITS[self.metric]} exceeds "
+            return (f"rejected before training: {self.metric} {cost:.6g} {COST_UNITS[self.metric]} exceeds "
                     f"cost.limit {self.limit:.6g}")
         return None
 
@@ -135,4 +136,22 @@ class CostModel:
     def info(self, cost: float | None) -> dict[str, Any]:
         """What a trial record keeps of its cost."""
         return {} if cost is None else {"cost": cost, "cost_metric": self.metric}
+
+    def reject(self, trial: Trial, genotype: Genotype) -> bool:
+        """The hard limit, applied before ``trial`` is trained or scored: over it, the trial becomes
+        ``rejected`` (the reason in ``error``, its cost in ``extra``) and True is returned."""
+        cost = self.measure(genotype)
+        reason = self.rejection(cost)
+        if reason is None:
+            return False
+        trial.status, trial.reward, trial.error = "rejected", None, reason
+        trial.extra = self.info(cost)
+        return True
+
+    def settle(self, trial: Trial, genotype: Genotype, accuracy: float) -> None:
+        """``trial.reward`` from its accuracy by the soft objective; ``extra`` keeps the raw accuracy
+        and the cost, so the report can draw the accuracy/cost front and nothing is lost."""
+        cost = self.measure(genotype)
+        trial.reward = self.reward(accuracy, cost)
+        trial.extra.update({"accuracy": accuracy, **self.info(cost)})
 

@@ -58,6 +58,14 @@ def check_dataset(cfg: Config) -> None:
         _verify_image(paths[i])
 
 
+def num_classes(cfg: Config) -> int:
+    """The number of classes of ``data.*`` without decoding an image: the driver sizes the child's
+    classifier with it when it measures ``cost.*`` (the workers load the data, the driver does not)."""
+    if cfg.format == "cifar10":
+        return 10
+    return len(_list_imagefolder(Path(cfg.root).expanduser())[2])
+
+
 def _verify_image(path: Path) -> None:
     """Reads the whole file (PIL's ``verify``: headers and checksums), without decoding the pixels."""
     from PIL import Image

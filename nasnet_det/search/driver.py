@@ -10,6 +10,13 @@ strategy's proposal ``i`` depends only on the seed, ``i`` and the rewards before
 strategies.py), the resumed search proposes exactly what the uninterrupted one would have: nothing
 is proposed twice because of a crash, with or without the saved state file.
 
+Cost (``cost.*``, as in weight-sharing mode, through the same ``cost.CostModel``): the driver
+measures each architecture (cached per architecture) before handing it to the executor. One over
+``cost.limit`` is logged ``rejected`` with its reason and cost, counted and observed with no
+reward, and never trained; that check runs again for trials re-submitted on resume. A trained
+child's accuracy becomes the soft objective's reward on arrival, with the accuracy and the cost
+kept in the trial record.
+
 The output folder is locked (``OutputLock``) for the whole run, so two drivers never share a log.
 """
 from __future__ import annotations
@@ -21,17 +28,20 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
 from ..durable import OutputLock, atomic_write_text
 from ..errors import StateError
-from .config import SearchConfig
+from .config import SearchConfig, child_network
 from .executors import Executor, ExecutorBroken, build_executor, is_retryable
 from .state import LEGACY_STATE_NAME, STATE_NAME, load_legacy_state, load_state, save_state
 from .strategies import Proposal, Strategy, build_strategy, space_of
 from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog, append_lines
+
+if TYPE_CHECKING:
+    from .cost import CostModel
 
 LOG_NAME = "trials.jsonl"
 CONFIG_NAME = "config.yaml"
@@ -58,6 +68,7 @@ class SearchSummary:
     seconds: float
     updates: int
     first_failure: str | None = None  # "trial <id>: <cause>" of the first failed trial, if any
+    rejected: int = 0  # over cost.limit, never trained (counted in ``finished``)
 
 
 def trial_seed(base: int, trial_id: int) -> int:
@@ -155,6 +166,22 @@ def _task(cfg: SearchConfig, trial: Trial) -> dict[str, Any]:
             "child": cfg.child.to_dict(), "data": cfg.data.to_dict()}
 
 
+def driver_cost_model(cfg: SearchConfig) -> CostModel | None:
+    """``cost.*`` for this search's children as the driver measures them, or None without
+    ``cost.metric``. The classifier has the dataset's class count with the cifar
+    trainer, the child preset's otherwise (the other trainers bring their own data)."""
+    if cfg.cost.metric == "none":
+        return None
+    from .cost import CostModel  # torch: only a search that measures costs pays for it here
+
+    runtime: dict[str, Any] = {"image_size": cfg.data.image_size}
+    if cfg.child.trainer == "cifar":
+        from .data import num_classes
+
+        runtime["num_classes"] = num_classes(cfg.data)
+    return CostModel(cfg.cost, child_network(cfg.child, **runtime), cfg.data.image_size)
+
+
 def check_output(cfg: SearchConfig, output: Path, resume: bool) -> None:
     """Refuse an occupied folder without --resume, and a resume under another strategy, seed or space."""
     log_path = output / LOG_NAME
@@ -218,6 +245,7 @@ class _Search:
         self.executor = executor
         self.progress = progress
         self.on_event = on_event
+        self.cost = driver_cost_model(cfg)
         self.counts = {"ok": 0, "failed": 0, "rejected": 0, "retries": 0}
         self.best: Trial | None = None
         self.first_failure: Trial | None = None
@@ -237,7 +265,7 @@ class _Search:
         own_executor = self.executor is None
         if own_executor:
             self.executor = build_executor(cfg.executor, cfg.child.threads, cfg.child.timeout_s)
-        self.bar = self._progress_bar(self.counts["ok"] + self.counts["failed"]) if self.progress else None
+        self.bar = self._progress_bar(self._finished()) if self.progress else None
         self.t_start = time.perf_counter()
         self.done_here = 0
         closers = [lambda: save_state(strategy.state_dict(), self.output / STATE_NAME), self.log.close]
@@ -281,7 +309,7 @@ class _Search:
 
     def _fill_slots(self) -> None:
         """Keep every executor slot busy: in-flight trials of a resumed run first, then new proposals
-        (each logged, durably, before it is handed to a worker)."""
+        (each logged, durably, before it is handed to a worker); over-limit ones never reach it."""
         while len(self.pending) < self.executor.slots:
             if self.resubmit:
                 trial = self.resubmit.popleft()
@@ -289,6 +317,9 @@ class _Search:
                 trial = self._new_trial()
             else:
                 return
+            if self.cost is not None and self.cost.reject(trial, self.space.decode(trial.decisions)):
+                self._record(trial)
+                continue
             try:
                 self.pending[self.executor.submit(_task(self.cfg, trial))] = trial
             except ExecutorBroken as err:
@@ -306,7 +337,7 @@ class _Search:
         return trial
 
     def _finish(self, trial: Trial, fut: Future) -> None:
-        """Log a completed future (ok, retry or failed), then feed the reward to the strategy."""
+        """A completed future: a retry, or a finished trial (ok, with the soft objective's reward, or failed)."""
         err = fut.exception()
         if isinstance(err, ExecutorBroken):
             raise SearchError(f"the executor cannot run trials: {err}")
@@ -320,22 +351,32 @@ class _Search:
             return
         if err is None:
             _set_result(trial, dict(fut.result()))
+            if self.cost is not None:
+                self.cost.settle(trial, self.space.decode(trial.decisions), trial.reward)
         else:
             trial.status, trial.reward, trial.error = "failed", None, str(err)[-4000:]
+        self._record(trial)
+
+    def _record(self, trial: Trial) -> None:
+        """Log a finished trial (ok, failed or rejected), count it, then feed its reward (None unless
+        ok) to the strategy."""
         self.log.append(trial)
         self._count(trial)
         if self.counts["ok"] == 0 and self.counts["failed"] >= EARLY_FAILURES:
             raise SearchError(f"the first {self.counts['failed']} trials all failed; stopping. First failure: "
                               f"{failure_cause(self.first_failure)} (full errors in {self.log.path})")
-        self.done_here += 1
+        self.done_here += trial.status != "rejected"  # children trained here (the bar's per_hour)
         self._emit(trial.status, trial)
         if self.strategy.observe(trial.trial_id, trial.decisions, trial.reward, trial.info):
             # The update's line first: if the state save is then lost, the replayed update finds
             # its line already there and does not write it twice.
-            self.updates.record(self.strategy, self.counts["ok"] + self.counts["failed"])
+            self.updates.record(self.strategy, self._finished())
             save_state(self.strategy.state_dict(), self.output / STATE_NAME)
         if self.bar is not None:
             self._show_progress()
+
+    def _finished(self) -> int:
+        return self.counts["ok"] + self.counts["failed"] + self.counts["rejected"]
 
     def _count(self, trial: Trial) -> None:
         self.counts[trial.status] += 1
@@ -349,14 +390,14 @@ class _Search:
         self.bar.update(1)
         self.bar.set_postfix(best=f"{self.best.reward:.4f}" if self.best else "-",
                              per_hour=f"{self.done_here / max(elapsed, 1e-9) * 3600:.0f}",
-                             failed=self.counts["failed"], refresh=False)
+                             failed=self.counts["failed"], rejected=self.counts["rejected"], refresh=False)
 
     def _summary(self) -> SearchSummary:
         c, best = self.counts, self.best
-        return SearchSummary(str(self.output), self.next_id, c["ok"] + c["failed"], c["ok"], c["failed"],
+        return SearchSummary(str(self.output), self.next_id, self._finished(), c["ok"], c["failed"],
                              c["retries"], best.reward if best else None, best.trial_id if best else None,
                              time.perf_counter() - self.t_start, self.strategy.num_updates,
-                             failure_cause(self.first_failure) if self.first_failure else None)
+                             failure_cause(self.first_failure) if self.first_failure else None, c["rejected"])
 
 
 def _set_result(trial: Trial, res: dict[str, Any]) -> None:

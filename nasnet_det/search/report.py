@@ -1,20 +1,23 @@
-"""What a finished (or running) search hands on: top-K genotypes, the Figure 6 curve, cell diagrams.
+"""What a finished (or running) search hands on: top-K genotypes, the Figure 6 curve, cell diagrams,
+and with ``cost.*`` the accuracy/cost front.
 
-Everything here reads only the trial log, so a report can be made while the search is still
-running, from a copy of the log, or for several searches side by side (RL vs random search, as
-in the paper's Figure 6).
+Everything here reads only the trial log (and ``config.yaml`` for the cost target and limit lines),
+so a report can be made while the search is still running, from a copy of the log, or for several
+searches side by side (RL vs random search, as in the paper's Figure 6).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from nasnet_det.space import Genotype
 
 from ..durable import atomic_write, atomic_write_json
+from .config import COST_UNITS
+from .driver import CONFIG_NAME, LOG_NAME
 from .trial_log import Trial, fold, read_records
-
-LOG_NAME = "trials.jsonl"
 
 
 def load_trials(folder_or_log: str | Path) -> list[Trial]:
@@ -32,10 +35,15 @@ def top_trials(trials: list[Trial], k: int) -> list[Trial]:
 
     A weight-sharing search ranks only its final phase: rewards of earlier epochs were measured
     on less trained shared weights and on one minibatch, so they are not comparable."""
-    ok = [t for t in trials if t.status == "ok" and t.reward is not None]
-    if any(t.info.get("phase") == "final" for t in ok):
-        ok = [t for t in ok if t.info.get("phase") == "final"]
+    ok = ranked_phase([t for t in trials if t.status == "ok" and t.reward is not None])
     return sorted(ok, key=lambda t: (-t.reward, t.trial_id))[:k]
+
+
+def ranked_phase(trials: list[Trial]) -> list[Trial]:
+    """The trials a report compares: a weight-sharing search's final phase once it has one, else all."""
+    if any(t.info.get("phase") == "final" for t in trials):
+        return [t for t in trials if t.info.get("phase") == "final"]
+    return trials
 
 
 def write_top_genotypes(trials: list[Trial], folder: Path, k: int, prefix: str = "") -> list[Path]:
@@ -111,6 +119,87 @@ def plot_reward_curves(runs: dict[str, list[Trial]], path: str | Path, ks: tuple
     return path
 
 
+def accuracy_of(trial: Trial) -> float:
+    """The raw accuracy of an ok trial: kept in ``extra`` when a cost objective changed its reward."""
+    return float(trial.extra.get("accuracy", trial.reward))
+
+
+def cost_front(trials: list[Trial]) -> list[Trial]:
+    """The Pareto-optimal ok trials of accuracy (higher is better) against cost (lower is better),
+    by increasing cost. A trial on it is dominated by no other (none costs at most as much and is at
+    least as accurate, better in one); of several with the same cost and accuracy the first is kept."""
+    ok = sorted((t for t in trials if t.status == "ok" and t.extra.get("cost") is not None),
+                key=lambda t: (t.extra["cost"], -accuracy_of(t), t.trial_id))
+    front: list[Trial] = []
+    for t in ok:
+        if not front or accuracy_of(t) > accuracy_of(front[-1]):
+            front.append(t)
+    return front
+
+
+def plot_cost_front(trials: list[Trial], path: str | Path, target: float = 0.0, limit: float = 0.0) -> Path:
+    """Accuracy against cost of every finished trial, the Pareto front, rejected trials as marks
+    at their cost along the bottom, and the ``cost.target`` / ``cost.limit`` lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    costed = [t for t in trials if t.extra.get("cost") is not None]
+    metric = next(t.extra.get("cost_metric", "cost") for t in costed) if costed else "cost"
+    ok = [t for t in costed if t.status == "ok"]
+    rejected = [t for t in costed if t.status == "rejected"]
+    front = cost_front(costed)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if ok:
+        ax.scatter([t.extra["cost"] for t in ok], [accuracy_of(t) for t in ok], s=14, color="tab:blue",
+                   alpha=0.6, label=f"trained / scored ({len(ok)})")
+    if front:
+        ax.step([t.extra["cost"] for t in front], [accuracy_of(t) for t in front], where="post", color="tab:orange")
+        ax.scatter([t.extra["cost"] for t in front], [accuracy_of(t) for t in front], s=30, color="tab:orange",
+                   zorder=3, label=f"Pareto front ({len(front)})")
+        best = max(ok, key=lambda t: (t.reward, -t.trial_id))
+        ax.scatter([best.extra["cost"]], [accuracy_of(best)], marker="*", s=160, color="tab:red", zorder=4,
+                   label=f"best reward (trial {best.trial_id})")
+    if rejected:  # no accuracy: marked at their cost along the bottom of the axes
+        ax.scatter([t.extra["cost"] for t in rejected], [0.02] * len(rejected), marker="x", color="tab:gray",
+                   transform=ax.get_xaxis_transform(), label=f"rejected, over cost.limit ({len(rejected)})")
+    for value, name, style in ((target, "cost.target", "--"), (limit, "cost.limit", ":")):
+        if value > 0:
+            ax.axvline(value, linestyle=style, color="black", label=f"{name} {value:.4g}")
+    ax.set_xlabel(f"{metric} ({COST_UNITS.get(metric, '')})")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy against cost")
+    ax.grid(alpha=0.3)
+    if ax.collections or ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_cost_front(trials: list[Trial], folder: Path) -> dict[str, str] | None:
+    """``cost_front.png`` and ``cost_front.json`` (cost settings and the Pareto-optimal trials) of the
+    compared phase (:func:`ranked_phase`), if its trials carry a cost; else None."""
+    finished = ranked_phase([t for t in trials if t.status in ("ok", "rejected")])
+    costed = [t for t in finished if t.extra.get("cost") is not None]
+    if not costed:
+        return None
+    saved = folder / CONFIG_NAME
+    cost = (yaml.safe_load(saved.read_text()) or {}).get("cost", {}) if saved.exists() else {}
+    target, limit = float(cost.get("target", 0.0)), float(cost.get("limit", 0.0))
+    plot = plot_cost_front(costed, folder / "cost_front.png", target, limit)
+    front = [{"trial_id": t.trial_id, "accuracy": accuracy_of(t), "cost": t.extra["cost"], "reward": t.reward}
+             for t in cost_front(costed)]
+    atomic_write_json(folder / "cost_front.json", {
+        "metric": costed[0].extra.get("cost_metric"), "target": target, "limit": limit,
+        "trials": len(costed), "rejected": sum(t.status == "rejected" for t in costed), "front": front})
+    return {"plot": str(plot.resolve()), "json": str((folder / "cost_front.json").resolve())}
+
+
 def draw_best_cells(paths: list[Path], folder: Path, limit: int = 3) -> list[Path]:
     """Cell diagrams (normal and reduction side by side) of the best genotypes, when the drawing module exists."""
     try:
@@ -134,6 +223,7 @@ def write_report(folder: str | Path, top_k: int = 10, draw: bool = True, label: 
     paths = write_top_genotypes(trials, folder, top_k)
     plot = plot_reward_curves({label or folder.name: trials}, folder / "reward_curve.png")
     cells = draw_best_cells(paths, folder) if draw else []
+    front = write_cost_front(trials, folder)
     ok = [t for t in trials if t.status == "ok"]
     summary = {
         "sampled": len(trials), "ok": len(ok), "failed": sum(t.status == "failed" for t in trials),
@@ -145,6 +235,7 @@ def write_report(folder: str | Path, top_k: int = 10, draw: bool = True, label: 
         # absolute: a relative path would be relative to wherever the search happened to be started
         "top_genotypes": [str(Path(p).resolve()) for p in paths], "reward_curve": str(Path(plot).resolve()),
         "cell_diagrams": [str(Path(c).resolve()) for c in cells],
+        "cost_front": front,  # {"plot", "json"} paths, or None when the trials carry no cost
     }
     atomic_write_json(folder / "summary.json", summary)
     return summary

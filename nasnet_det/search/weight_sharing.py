@@ -187,18 +187,13 @@ class WeightSharingSearch:
         """Reward ``trial`` (or reject it on cost) and log the result."""
         t0 = time.perf_counter()
         genotype = self.space.decode(trial.decisions)
-        cost = self.cost.measure(genotype)
-        trial.extra = {**self.cost.info(cost)}
-        reason = self.cost.rejection(cost)
-        if reason is not None:
-            trial.status, trial.reward, trial.error = "rejected", None, reason
-        else:
+        if not self.cost.reject(trial, genotype):
             final = trial.info.get("phase") == "final"
             acc = self.accuracy(trial.decisions, None if final else self._val_slice(trial.trial_id))
-            trial.status, trial.reward, trial.error = "ok", self.cost.reward(acc, cost), None
-            trial.extra["accuracy"] = acc
+            trial.status, trial.error, trial.extra = "ok", None, {}
+            self.cost.settle(trial, genotype, acc)
         trial.params = self.bank.num_parameters(genotype)
-        trial.macs = int(cost) if self.cost.metric == "macs" else None
+        trial.macs = int(self.cost.measure(genotype)) if self.cost.metric == "macs" else None
         trial.seconds = time.perf_counter() - t0
         trial.worker = "weight_sharing"
 
@@ -247,7 +242,7 @@ class WeightSharingSearch:
         c, best = self.counts, self.best
         return SearchSummary(str(self.output), next_id, sum(c.values()), c["ok"], c["failed"], 0,
                              best.reward if best else None, best.trial_id if best else None,
-                             time.perf_counter() - t_start, self.strategy.num_updates)
+                             time.perf_counter() - t_start, self.strategy.num_updates, rejected=c["rejected"])
 
     def _record_epoch(self, stats: dict[str, Any]) -> None:
         """Add one training pass to ``epochs.json`` (a pass redone after a resume replaces its entry)."""
