@@ -21,6 +21,7 @@ setup(
         "matplotlib",
         "pyyaml",
         "tensorboard",
+        "scipy",  # Kendall's tau / Spearman's rho with p-values (tools/search.py evaluate-ranking)
     ],
     # OpenCV is an extra because its distributions (opencv-python, -headless, -contrib, conda's)
     # all install the same cv2/ folder: requiring one would overwrite the one a user already has.

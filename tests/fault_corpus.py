@@ -246,6 +246,9 @@ item("log-no-decisions")(lambda f: search_folder(f, lambda lines: _edit_record(
     lines, lambda r: r["trial_id"] == 1, lambda r: r.pop("decisions"))))
 item("log-reward-high")(lambda f: search_folder(f, lambda lines: _edit_record(
     lines, lambda r: r["status"] == "ok", lambda r: r.update(reward="high"))))
+item("search-good")(search_config)  # for bad command-line arguments (compare's --genotype)
+# a weight-sharing search folder without its shared weights (evaluate-ranking needs them)
+item("ws-no-supernet")(lambda f: (f / "config.yaml").write_text(yaml.safe_dump({"mode": "weight_sharing"})))
 
 # ------------------------------------------------------------------ pretraining configs
 

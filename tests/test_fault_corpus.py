@@ -54,6 +54,8 @@ DEMO_TOOL = Tool("demo.py", ("--config-file", DEMO, "--output", "out", "--device
                  earlier=("results.json", "images.json", "a.jpg"))
 SEARCH = Tool("search.py", ("--no-progress", "--no-report"),
               earlier=("config.yaml", "trials.jsonl", "top_genotypes.json"))
+RANKING = Tool("search.py", ("evaluate-ranking", "--no-progress"), earlier=("ranking.json", "trials.jsonl"))
+COMPARE = Tool("search.py", ("compare", "--no-progress"), earlier=("compare.json", "compare.md", "trials.jsonl"))
 PRETRAIN = Tool("pretrain.py", ("--config-file", "pretrain.yaml"), earlier=("config.json", "metrics.jsonl"))
 CONVERT = Tool("convert_weights.py", ("inspect",))
 DRAW = Tool("draw_cell.py", ("--out", "out/cell.png"), earlier=("cell.png",))
@@ -128,6 +130,11 @@ RUNS: list[Run] = [
     Run("log-corrupt-mid", SEARCH, ("--output", ".", "--resume"), "trials.jsonl:3"),
     Run("log-no-decisions", SEARCH, ("--output", ".", "--resume"), "trials.jsonl"),
     Run("log-reward-high", SEARCH, ("--output", ".", "--resume"), "trials.jsonl", SLOW),
+    Run("ws-no-supernet", RANKING, ("--search", ".", "--output", "out", "--epochs", "1"), "supernet.safetensors"),
+    Run("ws-no-supernet", RANKING, ("--search", ".", "--output", "out", "--epochs", "1", "--archs", "2"), "--archs",
+        SLOW, bad="two-archs"),
+    Run("search-good", COMPARE, ("--config-file", "search.yaml", "--output", "out", "--genotype", "nasnet_z"),
+        "nasnet_z", bad="unknown-genotype"),
     # pretraining configs and data
     Run("pt-negative-lr", PRETRAIN, (), "optim.lr"),
     Run("pt-negative-max-steps", PRETRAIN, (), "train.max_steps", SLOW),

@@ -8,6 +8,9 @@
   tools/search.py retrain --search output/search_demo --output output/retrain_demo --top-k 5 [KEY VALUE ...]
   tools/search.py plot output/ppo output/random --output figure6.png  # the paper's Figure 6
   tools/search.py report output/search_demo                          # top-K JSON, curve, cell diagrams
+  tools/search.py evaluate-ranking --search output/search_ws --output output/ranking --archs 12 --epochs 2
+  tools/search.py compare --config-file configs/search/cifar10_weight_sharing.yaml --output output/compare \
+      --genotype searched=output/search_ws/best_genotype.json --genotype nasnet_a --random 5 --seeds 2 child.epochs 5
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from nasnet_det.config import add_config_arguments, config_yaml  # noqa: E402  (
 
 def _search_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tools/search.py", description="Run or resume an architecture search.",
-                                epilog="Subcommands: retrain, plot, report (tools/search.py <cmd> --help).")
+                                epilog="Subcommands: retrain, plot, report, evaluate-ranking, compare "
+                                   "(tools/search.py <cmd> --help).")
     add_config_arguments(p)
     p.add_argument("--output", help="search folder: log, controller state, outputs (required unless --print-config)")
     p.add_argument("--resume", action="store_true", help="continue the search in --output")
@@ -137,13 +141,60 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
+def cmd_evaluate_ranking(argv: list[str]) -> int:
+    from nasnet_det.search.ranking import evaluate_ranking, summary_line
+
+    p = argparse.ArgumentParser(prog="tools/search.py evaluate-ranking",
+                                description="Kendall's tau / Spearman's rho between the shared-weight and the "
+                                            "stand-alone accuracy of random architectures (Yu et al. 2019).")
+    p.add_argument("--search", required=True, help="the folder of a weight-sharing search (supernet.safetensors)")
+    p.add_argument("--output", required=True, help="folder for the stand-alone trainings and ranking.json / .png")
+    p.add_argument("--archs", type=int, default=12, help="K architectures, drawn uniformly (at least 3; default 12)")
+    p.add_argument("--epochs", type=int, required=True, help="stand-alone training epochs per architecture")
+    p.add_argument("--seed", type=int, default=0, help="draws the architectures and seeds their trainings")
+    p.add_argument("--resume", action="store_true", help="continue the stand-alone trainings in --output")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER,
+                   help="KEY VALUE overrides of the search's config (e.g. data.root, executor.workers)")
+    args = p.parse_args(argv)
+    result = evaluate_ranking(args.search, args.output, args.archs, args.epochs, args.seed, args.opts, args.resume,
+                              progress=not args.no_progress)
+    print(summary_line(result, args.output))
+    return 0
+
+
+def cmd_compare(argv: list[str]) -> int:
+    from nasnet_det.search.compare import COMPARE_NAME, MARKDOWN_NAME, compare_cells
+
+    p = argparse.ArgumentParser(prog="tools/search.py compare",
+                                description="Train given cells and uniformly random cells with the same budget for "
+                                            "several seeds; mean ± std on the same evaluation images.")
+    p.add_argument("--config-file", required=True, help="the child training (e.g. a search config)")
+    p.add_argument("--output", required=True, help="folder for the trainings, compare.json and compare.md")
+    p.add_argument("--genotype", action="append", default=[], metavar="[LABEL=]SPEC",
+                   help="a cell: a registered name (nasnet_a) or a genotype JSON, optionally labelled; repeatable. "
+                        "The first is the one compared with the best random cell")
+    p.add_argument("--random", type=int, default=5, help="uniformly random cells from the config's space (default 5)")
+    p.add_argument("--seeds", type=int, default=2, help="trainings per cell, one per seed (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="draws the random cells and the child seeds")
+    p.add_argument("--resume", action="store_true", help="continue the trainings in --output")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides (e.g. child.epochs 5)")
+    args = p.parse_args(argv)
+    result = compare_cells(args.config_file, args.output, args.genotype, args.random, args.seeds, args.seed,
+                           args.opts, args.resume, progress=not args.no_progress)
+    print(f"{result['verdict']} Wrote {Path(args.output) / COMPARE_NAME} and {Path(args.output) / MARKDOWN_NAME}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Every user mistake (a ``NASNetError``: bad config, data, log, state, a locked folder, a full
     disk) is one ``error:`` line on stderr and exit status 2, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     from nasnet_det.errors import NASNetError
 
-    commands = {"retrain": cmd_retrain, "plot": cmd_plot, "report": cmd_report}
+    commands = {"retrain": cmd_retrain, "plot": cmd_plot, "report": cmd_report,
+                "evaluate-ranking": cmd_evaluate_ranking, "compare": cmd_compare}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])

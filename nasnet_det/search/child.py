@@ -125,7 +125,8 @@ def train_cifar(genotype: Genotype, child: Config, data: Config, seed: int, devi
             logits = out[0] if isinstance(out, (tuple, list)) else out
             correct += int((logits.argmax(1).cpu() == ds.val_y[i:i + 256]).sum())
     return {"reward": correct / len(ds.val_x), "params": params, "macs": macs,
-            "train_loss": float(loss.detach()), "train_seconds": train_seconds, "train_images": n}
+            "train_loss": float(loss.detach()), "train_seconds": train_seconds, "train_images": n,
+            "eval_images": len(ds.val_x)}
 
 
 def resolve_trainer(name: str) -> Trainer:

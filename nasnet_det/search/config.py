@@ -68,6 +68,10 @@ def _defaults() -> SearchConfig:
         "val_size": 5000,  # held out from the training images; children never train on it
         "train_size": 0,  # 0 = every remaining training image
         "split_seed": 0,  # the split is the same for every child of a search
+        # What a child is evaluated on: "val" (the held-out split above: the reward) or "test" (the
+        # dataset's test images, <root>/test or torchvision's test batch: only for final comparisons
+        # of fixed cells, e.g. tools/search.py compare; a search would select on the test set).
+        "eval_split": "val",
         "image_size": 32, "pad": 4,  # random-crop padding
         "flip": True,
     })
@@ -119,6 +123,7 @@ _CHOICES = {
     "strategy": ("ppo", "reinforce", "random", "evolution"),
     "cost.metric": ("none", "macs", "params", "latency"),
     "data.format": ("imagefolder", "cifar10"),
+    "data.eval_split": ("val", "test"),
     "executor.kind": ("inline", "process", "ray"),
     "child.device": ("auto", "cpu", "cuda"),
 }
@@ -169,6 +174,12 @@ def validate(cfg: SearchConfig, source: str = "config") -> SearchConfig:
     if cfg.mode == "weight_sharing" and cfg.child.trainer != "cifar":
         raise ConfigError(f"{source}: child.trainer: {cfg.child.trainer!r}; mode weight_sharing trains its "
                           f"shared weights on data.* itself (child.trainer cifar)")
+    if cfg.data.eval_split == "val" and cfg.data.val_size == 0:
+        raise ConfigError(f"{source}: data.val_size: 0 leaves no held-out images to evaluate children on "
+                          f"(data.eval_split val); set data.val_size > 0, or data.eval_split test")
+    if cfg.mode == "weight_sharing" and cfg.data.eval_split == "test":
+        raise ConfigError(f"{source}: data.eval_split: 'test' in mode weight_sharing would train the controller "
+                          f"on the test images; use data.eval_split val")
     if cfg.mode == "weight_sharing" and cfg.num_archs < cfg.weight_sharing.epochs:
         raise ConfigError(f"{source}: num_archs: {cfg.num_archs} is less than weight_sharing.epochs "
                           f"{cfg.weight_sharing.epochs}; each epoch scores num_archs / epochs architectures")

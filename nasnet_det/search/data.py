@@ -6,6 +6,9 @@ with tensor ops keeps a child's time in the network, not in the data loader.
 
 The validation split is drawn from the *training* images with a fixed ``split_seed`` (the same for
 every child of a search), and children never see it during training: it is the reward, not a test.
+``data.eval_split test`` evaluates on the dataset's own test images instead (ImageFolder
+``<root>/test``, torchvision's test batch): for final comparisons of a few fixed cells
+(``tools/search.py compare``), never for a search, which would then select on the test set.
 """
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ _CACHE: dict[tuple, "ChildData"] = {}
 
 @dataclass
 class ChildData:
-    """Train and validation images (uint8, N x 3 x H x W), labels, and the train split's channel statistics."""
+    """Train and evaluation images (uint8, N x 3 x H x W), labels, and the train split's channel statistics.
+
+    ``val_x`` / ``val_y`` are the images a child is evaluated on: the held-out validation split,
+    or the test images with ``data.eval_split test``."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -50,12 +56,18 @@ def check_dataset(cfg: Config) -> None:
         if not (root / "cifar-10-batches-py").is_dir():
             raise DataError(f"data.root: {root} has no cifar-10-batches-py folder (torchvision's CIFAR-10 "
                             f"download); download it yourself, or use data.format imagefolder")
+        if cfg.eval_split == "test" and not (root / "cifar-10-batches-py" / "test_batch").is_file():
+            raise DataError(f"data.eval_split: test, but {root / 'cifar-10-batches-py'} has no test_batch; "
+                            f"use data.eval_split val")
         _split(CIFAR10_TRAIN_IMAGES, cfg)
         return
-    paths, _labels, _classes = _list_imagefolder(root)
+    paths, _labels, classes = _list_imagefolder(root)
     val_idx, train_idx = _split(len(paths), cfg)
-    for i in val_idx.tolist() + train_idx.tolist():
-        _verify_image(paths[i])
+    used = [paths[i] for i in val_idx.tolist() + train_idx.tolist()]
+    if cfg.eval_split == "test":
+        used += _list_test_folder(root, classes)[0]
+    for path in used:
+        _verify_image(path)
 
 
 def num_classes(cfg: Config) -> int:
@@ -85,6 +97,19 @@ def _list_imagefolder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     if len(classes) < 2:
         raise DataError(f"{folder}: expected one sub-folder per class, found {len(classes)}")
     return [Path(path) for path, _ in samples], [label for _, label in samples], classes
+
+
+def _list_test_folder(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """``<root>/test/<class>/<images>`` (``data.eval_split test``), with the training folder's classes."""
+    folder = root / "test"
+    if not folder.is_dir():
+        raise DataError(f"data.eval_split: test, but {folder} does not exist (expected <root>/test/<class>/<images> "
+                        f"beside <root>/train); add it or use data.eval_split val")
+    test_classes, samples = scan_image_folder(folder)
+    if test_classes != classes:
+        raise DataError(f"{folder}: classes {test_classes} differ from the training folder's {classes}; "
+                        f"the test folder needs the same class sub-folders")
+    return [Path(path) for path, _ in samples], [label for _, label in samples]
 
 
 def _split(n: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,11 +142,11 @@ def _decode(paths: list[Path], image_size: int) -> torch.Tensor:
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def _load_cifar10(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def _load_cifar10(root: Path, train: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     import torchvision
 
     try:
-        ds = torchvision.datasets.CIFAR10(str(root), train=True, download=False)
+        ds = torchvision.datasets.CIFAR10(str(root), train=train, download=False)
     except RuntimeError as err:
         raise DataError(f"{root}: CIFAR-10 (torchvision layout, cifar-10-batches-py) not found: {err}") from None
     x = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()
@@ -129,12 +154,14 @@ def _load_cifar10(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
 
 
 def load_child_data(cfg: Config) -> ChildData:
-    """Split the training images into the children's train and held-out validation sets.
+    """Split the training images into the children's train and held-out validation sets (with
+    ``data.eval_split test``, the evaluation images are the test images instead).
 
     Cached per process: a worker decodes only the images the split uses, once, for all its children.
     """
     root = Path(cfg.root).expanduser()
-    key = (str(root.resolve()), cfg.format, cfg.image_size, cfg.val_size, cfg.train_size, cfg.split_seed)
+    key = (str(root.resolve()), cfg.format, cfg.image_size, cfg.val_size, cfg.train_size, cfg.split_seed,
+           cfg.eval_split)
     if key in _CACHE:
         return _CACHE[key]
     if cfg.format == "cifar10":
@@ -144,13 +171,15 @@ def load_child_data(cfg: Config) -> ChildData:
         paths, labels, classes = _list_imagefolder(root)
         n = len(paths)
     val_idx, rest = _split(n, cfg)
+    test = cfg.eval_split == "test"
     if cfg.format == "cifar10":
-        train_x, train_y, val_x, val_y = x_all[rest], y_all[rest], x_all[val_idx], y_all[val_idx]
+        train_x, train_y = x_all[rest], y_all[rest]
+        val_x, val_y = _load_cifar10(root, train=False)[:2] if test else (x_all[val_idx], y_all[val_idx])
     else:
-        y = torch.tensor(labels)
-        train_x = _decode([paths[i] for i in rest.tolist()], cfg.image_size)
-        val_x = _decode([paths[i] for i in val_idx.tolist()], cfg.image_size)
-        train_y, val_y = y[rest], y[val_idx]
+        train_x, train_y = _decode([paths[i] for i in rest.tolist()], cfg.image_size), torch.tensor(labels)[rest]
+        eval_paths, eval_labels = (_list_test_folder(root, classes) if test else
+                                   ([paths[i] for i in val_idx.tolist()], [labels[i] for i in val_idx.tolist()]))
+        val_x, val_y = _decode(eval_paths, cfg.image_size), torch.tensor(eval_labels, dtype=torch.long)
     scaled = train_x.float().div_(255)
     mean = scaled.mean(dim=(0, 2, 3))
     std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-3)

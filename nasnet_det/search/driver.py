@@ -32,13 +32,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
+from nasnet_det.space import Genotype
+
 from ..durable import OutputLock, atomic_write_text
 from ..errors import StateError
 from .config import SearchConfig, child_network
 from .executors import Executor, ExecutorBroken, build_executor, is_retryable
 from .state import LEGACY_STATE_NAME, STATE_NAME, load_legacy_state, load_state, save_state
-from .strategies import Proposal, Strategy, build_strategy, space_of
-from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog, append_lines
+from .strategies import FixedList, Proposal, Strategy, build_strategy, space_of
+from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog, append_lines, fold, read_records
 
 if TYPE_CHECKING:
     from .cost import CostModel
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
 LOG_NAME = "trials.jsonl"
 CONFIG_NAME = "config.yaml"
 UPDATES_NAME = "controller_updates.jsonl"
+#: ``child`` keys that say where and how fast a child runs, not what it is trained on or for how long
+RUNTIME_CHILD_KEYS = ("threads", "device", "timeout_s")
 EARLY_FAILURES = 10  # this many failures before any success means a broken setup, not bad cells
 
 logger = logging.getLogger(__name__)
@@ -233,6 +237,66 @@ def run_search(cfg: SearchConfig, output: str | Path, resume: bool = False, exec
         return _Search(cfg, output, executor, strategy, progress, on_event).run(repair, allow_unsafe_pickle)
 
 
+def run_fixed_list(cfg: SearchConfig, output: str | Path, items: list[Proposal], resume: bool = False,
+                   progress: bool = False, executor: Executor | None = None) -> SearchSummary:
+    """Train ``items`` in order through the driver, with a search's worker pool, durable log,
+    retries and ``--resume``: for the commands that train a fixed set of cells (``compare``,
+    ``evaluate-ranking``).
+
+    A resume must continue the same experiment, so it is checked first: a changed ``seed``,
+    ``child`` or ``data`` setting (other than ``RUNTIME_CHILD_KEYS``), or another cell or seed at
+    a logged trial id, is one error instead of two budgets or two lists mixed in one log.
+    """
+    output = Path(output)
+    if resume:
+        _check_same_list(cfg, output, items)
+    return run_search(cfg, output, resume=resume, executor=executor, strategy=FixedList(space_of(cfg), items),
+                      progress=progress)
+
+
+def _first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key (sorted) whose value differs between two nested dicts, or None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(k), new.get(k), f"{key}.{k}" if key else k)
+            if found:
+                return found
+        return None
+    return None if old == new else (key, old, new)
+
+
+def _training_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What a child is trained on and for how long: ``child`` (less ``RUNTIME_CHILD_KEYS``), ``data``,
+    and the ``seed`` (it draws the list's random cells and the children's seeds)."""
+    child = {k: v for k, v in (cfg.get("child") or {}).items() if k not in RUNTIME_CHILD_KEYS}
+    return {"seed": cfg.get("seed"), "child": child, "data": cfg.get("data") or {}}
+
+
+def _check_same_list(cfg: SearchConfig, output: Path, items: list[Proposal]) -> None:
+    saved = output / CONFIG_NAME
+    if saved.exists():
+        found = _first_difference(_training_settings(yaml.safe_load(saved.read_text()) or {}),
+                                  _training_settings(cfg.to_dict()))
+        if found:
+            raise SearchError(f"{saved}: {found[0]} was {found[1]!r} for the trainings in this folder, the command "
+                              f"gives {found[2]!r}; resume with the same settings, or choose another --output")
+    log = output / LOG_NAME
+    if not log.exists():
+        return
+    space = space_of(cfg)
+    for tid, trial in sorted(fold(read_records(log)).items()):
+        if tid >= len(items):
+            continue
+        item = items[tid]
+        want = item.genotype if item.genotype is not None else space.decode(item.decisions)
+        got = Genotype.from_dict(trial.genotype, source=f"{log}: trial {tid}")
+        if (got.normal, got.reduce) != (want.normal, want.reduce) or item.seed not in (None, trial.seed):
+            raise SearchError(f"{log}: trial {tid} is cell {got.name!r} with seed {trial.seed} in the log, the "
+                              f"command now puts cell {want.name or 'another cell'!r} there"
+                              + (f" with seed {item.seed}" if item.seed is not None else "")
+                              + "; resume with the same arguments, or choose another --output")
+
+
 class _Search:
     """One run of the workqueue over a locked, prepared output folder."""
 
@@ -328,9 +392,10 @@ class _Search:
     def _new_trial(self) -> Trial:
         cfg, tid = self.cfg, self.next_id
         proposal = self.strategy.propose()
-        trial = Trial(tid, list(proposal.decisions),
-                      self.space.decode(proposal.decisions, name=f"{cfg.name}_trial{tid}").to_dict(),
-                      trial_seed(cfg.seed, tid), dict(proposal.info))
+        genotype = proposal.genotype if proposal.genotype is not None else \
+            self.space.decode(proposal.decisions, name=f"{cfg.name}_trial{tid}")
+        seed = trial_seed(cfg.seed, tid) if proposal.seed is None else proposal.seed
+        trial = Trial(tid, list(proposal.decisions), genotype.to_dict(), seed, dict(proposal.info))
         self.next_id += 1
         self.log.append(trial)
         self._emit("running", trial)

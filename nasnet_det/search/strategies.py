@@ -21,17 +21,26 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from nasnet_det.space import SearchSpace
+from nasnet_det.space import Genotype, SearchSpace
 
 from .config import SearchConfig
 
 
 @dataclass
 class Proposal:
-    """An architecture to train: its decision sequence and what the strategy needs back with the reward."""
+    """An architecture to train: its decision sequence and what the strategy needs back with the reward.
+
+    A fixed list (retrain, compare, evaluate-ranking) may also give the exact ``genotype`` (when the
+    decisions do not determine it: NASNet-A's cells concatenate h_{i-1}, which ``decode`` never
+    does; ``decisions`` may then be empty) and the child's training ``seed`` (compare gives seed
+    ``s`` of every cell the same seed, so they see the same data order and augmentation). The
+    driver otherwise decodes the decisions and derives the seed from the trial id.
+    """
 
     decisions: list[int]
     info: dict[str, Any] = field(default_factory=dict)
+    genotype: Genotype | None = None
+    seed: int | None = None
 
 
 def proposal_seed(seed: int, index: int) -> int:
@@ -322,19 +331,21 @@ class REINFORCESearch(PPOSearch):
 
 
 class FixedList(Strategy):
-    """Proposes a given list of decision sequences in order: the retrain step reuses the driver
-    (pool, log, retries, resume) to train the top-K genotypes of a search for longer."""
+    """Proposes a given list of architectures in order (decision sequences, or ``Proposal``s that
+    carry a genotype, a seed and info): retrain, compare and evaluate-ranking reuse the driver
+    (pool, log, retries, resume) to train a fixed set of cells."""
 
     name = "fixed"
 
-    def __init__(self, space: SearchSpace, items: list[list[int]]) -> None:
+    def __init__(self, space: SearchSpace, items: list[list[int] | Proposal]) -> None:
         super().__init__(space, 0)
-        self.items = [list(d) for d in items]
+        self.items = [item if isinstance(item, Proposal) else Proposal(list(item)) for item in items]
 
     def _propose(self, index: int) -> Proposal:
         if index >= len(self.items):
             raise IndexError(f"fixed list: all {len(self.items)} architectures were already proposed")
-        return Proposal(self.items[index], {"list_index": index})
+        item = self.items[index]
+        return Proposal(list(item.decisions), {**item.info, "list_index": index}, item.genotype, item.seed)
 
 
 def space_of(cfg: SearchConfig) -> SearchSpace:

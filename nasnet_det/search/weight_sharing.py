@@ -126,6 +126,13 @@ class WeightSharingSearch:
                              f"search); they cannot be rebuilt from the trial log: start the search again with "
                              f"another --output") from None
 
+    def load_shared_weights(self) -> int:
+        """Load the folder's saved shared weights (which must exist) for scoring only (``accuracy``;
+        evaluate-ranking), without an optimizer; returns the number of epochs they were trained."""
+        state = self._saved_bank(self.output / SUPERNET_NAME)
+        self.bank.load_bank_state(state["bank"])
+        return int(state["epochs_trained"])
+
     def _save_bank(self) -> None:
         save_state({"bank": self.bank.bank_state(), "optimizer": self.optimizer.state_dict(),
                     "epochs_trained": self.epochs_trained}, self.output / SUPERNET_NAME)
