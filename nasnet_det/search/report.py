@@ -167,6 +167,11 @@ def plot_cost_front(trials: list[Trial], path: str | Path, target: float = 0.0, 
     for value, name, style in ((target, "cost.target", "--"), (limit, "cost.limit", ":")):
         if value > 0:
             ax.axvline(value, linestyle=style, color="black", label=f"{name} {value:.4g}")
+    # Rejected marks are placed in axes coordinates, which autoscaling ignores: span every cost and line.
+    xs = [t.extra["cost"] for t in costed] + [v for v in (target, limit) if v > 0]
+    if xs:
+        pad = 0.05 * (max(xs) - min(xs)) or 0.05 * max(abs(max(xs)), 1.0)
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)
     ax.set_xlabel(f"{metric} ({COST_UNITS.get(metric, '')})")
     ax.set_ylabel("accuracy")
     ax.set_title("Accuracy against cost")
