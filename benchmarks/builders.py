@@ -204,7 +204,7 @@ def configured_test_size(which: str) -> int:
     return int(fixed[0]) if fixed else int(cfg.INPUT.MIN_SIZE_TEST)
 
 
-def _pin_proposals(model: torch.nn.Module, count: int, seed: int) -> None:
+def _pin_proposals(model: torch.nn.Module, count: int, seed: int, size: int) -> None:
     """Make the RPN hand exactly ``count`` proposals to the ROI heads, as a trained one does.
 
     With random weights the RPN's proposals are degenerate: a random-init ResNet-50's activations
@@ -214,22 +214,35 @@ def _pin_proposals(model: torch.nn.Module, count: int, seed: int) -> None:
     and that second stage (res5 / the last NASNet cells per ROI) is the expensive part of a C4
     detector. So the RPN still runs (its cost counts), and its output is replaced by ``count``
     fixed boxes of 16 px to half the image, the same boxes for every detector.
+
+    The boxes are constants (drawn once per image size, for the benchmark's ``size`` x ``size``
+    image before any call), so a traced export carries them as they are; their scores add 0 x the
+    RPN's own scores so an export cannot prune the RPN as dead code.
     """
     from detectron2.structures import Boxes, Instances
 
     rpn = model.proposal_generator
     plain_forward = rpn.forward
+    pinned: dict[tuple[int, int, int], torch.Tensor] = {}
 
-    def forward(images, features, gt_instances=None):
-        _, losses = plain_forward(images, features, gt_instances)
-        out = []
-        for i, (h, w) in enumerate(images.image_sizes):
+    def boxes(i: int, h: int, w: int) -> torch.Tensor:
+        if (i, h, w) not in pinned:
             g = torch.Generator().manual_seed(seed + i)
             wh = 16 + torch.rand(count, 2, generator=g) * (torch.tensor([w, h]) / 2 - 16).clamp_min(1)
             xy = torch.rand(count, 2, generator=g) * (torch.tensor([w, h]) - wh)
+            pinned[(i, h, w)] = torch.cat([xy, xy + wh], dim=1)
+        return pinned[(i, h, w)]
+
+    boxes(0, size, size)
+
+    def forward(images, features, gt_instances=None):
+        found, losses = plain_forward(images, features, gt_instances)
+        out = []
+        for i, (h, w) in enumerate(images.image_sizes):
+            h, w = int(h), int(w)
             inst = Instances((h, w))
-            inst.proposal_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
-            inst.objectness_logits = torch.linspace(1.0, -1.0, count)
+            inst.proposal_boxes = Boxes(boxes(i, h, w))
+            inst.objectness_logits = torch.linspace(1.0, -1.0, count) + 0 * found[i].objectness_logits.sum()
             out.append(inst)
         return out, losses
 
@@ -237,7 +250,7 @@ def _pin_proposals(model: torch.nn.Module, count: int, seed: int) -> None:
 
 
 def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0,
-                   proposals: int | None = None) -> torch.nn.Module:
+                   proposals: int | None = None, bf16: bool = False) -> torch.nn.Module:
     """A detector in eval mode whose RPN yields exactly its config's test proposal count (see ``_pin_proposals``)."""
     from detectron2.modeling import build_model
 
@@ -246,24 +259,56 @@ def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0
     torch.manual_seed(seed)
     cfg = detector_cfg(which, size, proposals)
     model = build_model(cfg).eval()
-    _pin_proposals(model, cfg.MODEL.RPN.POST_NMS_TOPK_TEST, seed)
+    _pin_proposals(model, cfg.MODEL.RPN.POST_NMS_TOPK_TEST, seed, size)
     if optimized and which != "r50_c4":
         from nasnet_det.modeling.inference import optimize_detector_for_inference
 
-        optimize_detector_for_inference(model)
+        optimize_detector_for_inference(model, bf16=bf16)
     return model
 
 
 def detector(which: str, size: int, optimized: bool = False, seed: int = 0,
-             proposals: int | None = None) -> Callable[[], Any]:
+             proposals: int | None = None, bf16: bool = False) -> Callable[[], Any]:
     """Inference on one ``size``x``size`` image (model-side preprocessing included, no data loading)."""
-    model = detector_model(which, size, optimized, seed, proposals)
+    return detector_step(detector_model(which, size, optimized, seed, proposals, bf16), size, seed)
+
+
+def detector_input(size: int, seed: int = 0) -> list[dict[str, Any]]:
+    """The one synthetic image every detector contender gets (values 0-255, like a decoded image)."""
     g = torch.Generator().manual_seed(seed + 7)
     image = (torch.rand(3, size, size, generator=g) * 255).float()
-    inputs = [{"image": image, "height": size, "width": size}]
+    return [{"image": image, "height": size, "width": size}]
+
+
+def detector_step(model: Callable[[list[dict[str, Any]]], Any], size: int, seed: int = 0) -> Callable[[], Any]:
+    """One call of ``model`` (a detectron2 model or an ``ExportedDetector``) on ``detector_input``."""
+    inputs = detector_input(size, seed)
 
     def step():
         with torch.inference_mode():
             return model(inputs)
 
     return step
+
+
+# ---------------------------------------------------------------------------------------------------
+# Exports (ONNX Runtime / OpenVINO contenders; the deploy extra)
+# ---------------------------------------------------------------------------------------------------
+def classifier_exports(ours: torch.nn.Module, peer: torch.nn.Module | None, size: int,
+                       folder: str) -> dict[str, Any]:
+    """The same weights as ONNX files: ``ours`` through ``nasnet_det.deploy.export_classifier`` and
+    the timm ``peer`` through the same writer (``torch.onnx.export``, TorchScript-based, opset 17,
+    dynamic batch), which is what a timm user gets from ``torch.onnx.export``. Keys "ours", "timm"."""
+    from pathlib import Path
+
+    from nasnet_det.deploy import build_provenance, export_classifier
+    from nasnet_det.deploy.writers import write_onnx
+
+    shape = {"images": ["batch", 3, size, size]}
+    paths = {"ours": export_classifier(ours.eval(), "onnx", Path(folder) / "ours", size,
+                                       build_provenance(ours, "classifier", "", None, shape))}
+    if peer is not None:
+        paths["timm"] = write_onnx(peer.eval(), (torch.zeros(2, 3, size, size),), Path(folder) / "timm.onnx",
+                                   {"source": f"timm {type(peer).__name__}, torch.onnx.export"},
+                                   ["images"], ["logits"], {"images": {0: "batch"}, "logits": {0: "batch"}})
+    return paths

@@ -65,10 +65,36 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "loadavg_1_5_15": os.getloadavg(),
         "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
+
+
+def bf16_support() -> dict[str, Any]:
+    """Whether bf16 rows mean anything here: the CPU's flags, torch's and OpenVINO's own verdicts.
+
+    Without AVX512-BF16 or AMX, torch's bf16 convolutions leave oneDNN for reference kernels
+    (a depthwise conv ~50x slower than fp32 on an AVX2 EPYC) and OpenVINO silently keeps f32
+    under its bf16 hint, so a bf16 row would time a fallback, not bf16.
+    """
+    import torch
+
+    info = machine_info()
+    out: dict[str, Any] = {"amx_bf16": info["amx_bf16"], "avx512_bf16": info["avx512_bf16"],
+                           "torch_mkldnn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
+    try:
+        import openvino
+
+        out["openvino_bf16"] = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except ImportError:
+        out["openvino_bf16"] = None
+    out["note"] = ("bf16: " + ("AMX" if out["amx_bf16"] else "no AMX") + ", "
+                   + ("AVX512-BF16" if out["avx512_bf16"] else "no AVX512-BF16") + " in /proc/cpuinfo flags; "
+                   f"torch oneDNN bf16 kernels: {'yes' if out['torch_mkldnn_bf16'] else 'no'}; "
+                   f"OpenVINO bf16: {'yes' if out['openvino_bf16'] else 'no'}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -202,7 +228,9 @@ def write_json(name: str, payload: dict[str, Any], out_dir: Path | None = None) 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     payload = {"machine": machine_info(), **payload}
-    path.write_text(json.dumps(payload, indent=2, default=str))
+    from nasnet_det.durable import atomic_write_text
+
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
     print(f"wrote {path}", flush=True)
     return path
 

@@ -13,21 +13,32 @@ a real image (``benchmarks.builders._pin_proposals``): R50-C4's model-zoo 1000 a
 TF-config 50. A second R50-C4 row runs with NASNet's proposal count, to separate the backbone
 from the proposal budget.
 R50-C4: ``COCO-Detection/faster_rcnn_R_50_C4_1x.yaml`` from detectron2's model zoo, MODEL.DEVICE cpu.
+
+With ``--runtimes onnxruntime openvino`` the plain NASNet detector (the same object, same weights,
+same pinned proposals) is exported once to ONNX (``nasnet_det.deploy.detector.export_detector``)
+and each runtime runs it through ``ExportedDetector`` (``--threads`` intra-op threads), with a
+bf16 OpenVINO row under ``--bf16`` where the CPU has bf16 units; each row's detections are compared
+with the eager detector's (count, max box and score difference).
 """
 from __future__ import annotations
 
 import sys
-from typing import Any
+import tempfile
+from typing import Any, Sequence
+
+import torch
 
 from benchmarks import builders, common
 
 NASNETS = {"mobile": "nasnet_mobile", "large": "nasnet_large"}
+RUNTIME_SHORT = {"onnxruntime": "ort", "openvino": "ov"}
 COLUMNS = [("detector", "detector", ""), ("size", "input", "d"), ("proposals", "proposals", "d"),
-           ("ms", "ms / image", ".0f"), ("cpu_ms", "cpu ms / image", ".0f"),
+           ("ms", "ms / image", ".0f"), ("cpu_ms", "cpu ms / image", ".0f"), ("speedup_vs_plain", "x plain", ".2f"),
            ("speedup_vs_r50", "x R50-C4 (wall)", ".2f"),
            ("speedup_vs_r50_same_proposals", "x R50-C4 same proposals", ".2f"),
            ("cpu_speedup_vs_r50", "x R50-C4 (cpu)", ".2f"), ("peak_mb", "peak MB", ".0f"),
-           ("delta_mb", "step delta MB", ".0f"), ("num_detections", "dets", "d")]
+           ("delta_mb", "step delta MB", ".0f"), ("num_detections", "dets", "d"),
+           ("vs_eager_text", "detections vs eager plain", "")]
 
 
 def _config_source(which: str) -> str:
@@ -38,13 +49,46 @@ def _config_source(which: str) -> str:
             "nasnet_large_lowproposals": "configs/nasnet_a_large_frcnn_lowproposals.yaml"}[which]
 
 
-def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, Any]]:
+def _runtime_steps(model: torch.nn.Module, size: int, runtimes: Sequence[str], bf16: bool, threads: int | None,
+                   folder: str, prefix: str) -> dict[str, Any]:
+    """``{name: (step, facts)}``: ``model`` exported once to ONNX, run by each runtime (fp32; OpenVINO also bf16)."""
+    from pathlib import Path
+
+    from nasnet_det.deploy import build_provenance
+    from nasnet_det.deploy.detector import ExportedDetector, export_detector
+
+    path = export_detector(model, "onnx", Path(folder) / prefix, (size, size),
+                           build_provenance(model, "detector", "", None, {"image": [3, size, size]}))
+    steps = {}
+    for rt in runtimes:
+        for precision in ("fp32", "bf16") if rt == "openvino" and bf16 else ("fp32",):
+            name = f"{prefix}_{RUNTIME_SHORT[rt]}{'_bf16' if precision == 'bf16' else ''}"
+            runner = ExportedDetector(path, (size, size), rt, threads=threads, bf16=precision == "bf16")
+            steps[name] = (builders.detector_step(runner, size), {"runtime": rt, "precision": precision})
+    return steps
+
+
+def _agreement(got: list[dict], ref: list[dict]) -> dict[str, Any]:
+    """Detections of a contender against the eager plain detector's: same count, then box/score differences."""
+    a, b = got[0]["instances"], ref[0]["instances"]
+    out: dict[str, Any] = {"same_count": len(a) == len(b)}
+    if len(a) == len(b) and len(a):
+        out["max_box_diff_px"] = float((a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max())
+        out["max_score_diff"] = float((a.scores - b.scores).abs().max())
+        out["same_classes"] = bool(torch.equal(a.pred_classes, b.pred_classes))
+    return out
+
+
+def run(which: str, iters: int, memory: bool, timing: bool, runtimes: Sequence[str] = (), bf16: bool = False,
+        threads: int | None = None) -> list[dict[str, Any]]:
     det = NASNETS[which]
     size = builders.configured_test_size(det)
     nasnet_proposals, zoo_proposals = (int(builders.detector_cfg(w, size).MODEL.RPN.POST_NMS_TOPK_TEST)
                                        for w in (det, "r50_c4"))
     contenders = {f"{det}": dict(which=det, optimized=False, proposals=nasnet_proposals),
                   f"{det}_fast": dict(which=det, optimized=True, proposals=nasnet_proposals),
+                  **({f"{det}_bf16": dict(which=det, optimized=True, proposals=nasnet_proposals, bf16=True)}
+                     if bf16 else {}),
                   f"r50_c4_{nasnet_proposals}p": dict(which="r50_c4", optimized=False, proposals=nasnet_proposals),
                   "r50_c4": dict(which="r50_c4", optimized=False, proposals=zoo_proposals)}
     if not timing:
@@ -55,18 +99,33 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
             rows.append({"detector": k, "size": size, "memory": mem, "peak_mb": mem["peak_mb"],
                          "delta_mb": mem["delta_mb"]})
         return rows
-    steps = {k: builders.detector(size=size, **kw) for k, kw in contenders.items()}
+    models = {k: builders.detector_model(size=size, **kw) for k, kw in contenders.items()}
+    steps = {k: builders.detector_step(m, size) for k, m in models.items()}
+    facts = {k: {"runtime": "torch", "precision": "bf16" if kw.get("bf16") else "fp32"} for k, kw in contenders.items()}
+    folder = tempfile.TemporaryDirectory(prefix="bench_onnx_")
+    if runtimes:  # right after the eager plain detector they export
+        exported = _runtime_steps(models[det], size, runtimes, bf16, threads, folder.name, det)
+        steps = {det: steps[det], **{k: v[0] for k, v in exported.items()},
+                 **{k: v for k, v in steps.items() if k != det}}
+        facts.update({k: v[1] for k, v in exported.items()})
     outs = {k: s() for k, s in steps.items()}  # warm-up
     print(f"== detectors @ {size}x{size}: {iters} alternating runs of {list(steps)}", flush=True)
     timings = common.time_alternating(steps, iters, warmup=0) if timing else {}
+    folder.cleanup()
     rows = []
-    for k, kw in contenders.items():
-        row: dict[str, Any] = {"detector": k, "size": size, "proposals": kw["proposals"],
+    for k in steps:
+        kw = contenders.get(k, contenders[det])  # an export runs the plain detector
+        row: dict[str, Any] = {"detector": k, "size": size, "proposals": kw["proposals"], **facts[k],
                                "num_detections": len(outs[k][0]["instances"]), "config": _config_source(kw["which"])}
+        if kw["which"] == det:
+            row["vs_eager"] = _agreement(outs[k], outs[det])
+            agree = row["vs_eager"]
+            row["vs_eager_text"] = ("same count" if agree["same_count"] else "count differs") + "".join(
+                f", {n} {agree[n]:.1e}" for n in ("max_box_diff_px", "max_score_diff") if n in agree)
         if timings:
             row.update(ms=1e3 * timings[k].wall_median, cpu_ms=1e3 * timings[k].cpu_median,
                        runs=timings[k].as_dict())
-        if memory:
+        if memory and k in contenders:
             row["memory"] = common.measure_memory("benchmarks.builders:detector", dict(size=size, **kw))
             row["peak_mb"], row["delta_mb"] = row["memory"]["peak_mb"], row["memory"]["delta_mb"]
         rows.append(row)
@@ -76,6 +135,7 @@ def run(which: str, iters: int, memory: bool, timing: bool) -> list[dict[str, An
             r["speedup_vs_r50"] = zoo["ms"] / r["ms"]
             r["cpu_speedup_vs_r50"] = zoo["cpu_ms"] / r["cpu_ms"]
             r["speedup_vs_r50_same_proposals"] = same["ms"] / r["ms"]
+            r["speedup_vs_plain"] = rows[0]["ms"] / r["ms"]
     return rows
 
 
@@ -106,9 +166,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tag", default="")
     p.add_argument("--lowproposals", action="store_true", help="NASNet-A Large: standard vs low-proposal config")
     p.add_argument("--size", type=int, default=0, help="with --lowproposals: input size (default: the config's)")
+    p.add_argument("--runtimes", nargs="*", default=[], choices=list(RUNTIME_SHORT),
+                   help="also run the plain NASNet detector exported to ONNX in these runtimes (the deploy extra)")
+    p.add_argument("--bf16", action="store_true", help="also the bf16 paths (ours, OpenVINO), where the CPU has bf16")
     args = p.parse_args(argv)
     common.apply_threads(args.threads)
     print(common.machine_info(), flush=True)
+    bf16 = args.bf16
+    if bf16 or args.runtimes:
+        support = common.bf16_support()
+        print(support["note"], flush=True)
+        if bf16 and not (support["torch_mkldnn_bf16"] and support["openvino_bf16"] is not False):
+            print("   bf16 rows skipped: this CPU has no bf16 units; they would time a fallback, not bf16", flush=True)
+            bf16 = False
     if args.lowproposals:
         size = args.size or builders.configured_test_size("nasnet_large")
         rows = run_lowproposals(args.iters or 3, size)
@@ -118,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = []
     for w in args.which:
-        rows += run(w, args.iters or 3, not args.no_memory, not args.memory_only)
+        rows += run(w, args.iters or 3, not args.no_memory, not args.memory_only, args.runtimes, bf16, args.threads)
     table = common.print_table(rows, COLUMNS)
     common.write_json("detector_latency" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
 

@@ -252,13 +252,46 @@ def test_detector_stages_match_after_optimizing():
         assert _rel(det.roi_heads.res5(pooled), ref.roi_heads.res5(pooled)) < FP32_TOL
 
 
+COMPILED_TOL = 1e-5  # the compiled path's promise (fp32): inductor reorders a few sums, nothing else
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels: 20 s to minutes on 2 shared cores
+def test_compiled_model_matches_plain_and_a_second_compile_reads_the_disk_cache(tmp_path, monkeypatch):
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # a cold cache of its own
+    model = MODELS["cifar"]()
+    x = _input(model)
+    counters.clear()
+    fast = optimize_for_inference(model, compile=True)
+    assert type(fast) is NASNet  # still the contract's class: compiled in place
+    with torch.inference_mode():
+        ref, out = model(x), fast(x)
+        assert _rel(fast(x), ref) < COMPILED_TOL  # the second call runs the same compiled graph
+    assert _rel(out, ref) < COMPILED_TOL
+    assert counters["inductor"]["fxgraph_cache_miss"] >= 1 and counters["inductor"]["fxgraph_cache_hit"] == 0
+    assert (tmp_path / "inductor").is_dir()
+    # a new process has nothing in memory: Dynamo's reset is the same state, the disk cache is not reset
+    torch._dynamo.reset()
+    counters.clear()
+    again = optimize_for_inference(model, compile=True)
+    with torch.inference_mode():
+        assert _rel(again(x), ref) < COMPILED_TOL
+    assert counters["inductor"]["fxgraph_cache_hit"] >= 1 and counters["inductor"]["fxgraph_cache_miss"] == 0
+
+
 @pytest.mark.slow
 def test_compiled_cells_match_plain():
     model = MODELS["cifar"]()
-    fast = optimize_for_inference(model, compile=True)
+    fast = optimize_for_inference(model, compile="cells")
     x = _input(model)
     with torch.inference_mode():
-        assert _rel(fast(x), model(x)) < FP32_TOL
+        assert _rel(fast(x), model(x)) < COMPILED_TOL
+
+
+def test_compile_mode_is_checked():
+    with pytest.raises(ValueError, match="compile='graph'"):
+        optimize_for_inference(MODELS["cifar"](), compile="graph")
 
 
 def test_rejects_non_nasnet():

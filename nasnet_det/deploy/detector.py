@@ -55,20 +55,31 @@ class ExportedDetector:
     ``detector([{"image": (3, H, W) tensor, "height": h, "width": w}])`` returns
     ``[{"instances": Instances}]`` in original image coordinates, through detectron2's own
     ``detector_postprocess`` (scale, clip, drop empty boxes), so callers such as
-    ``NASNetPredictor`` need not know which runtime runs. The ONNX file lives in a temporary
-    folder for the object's lifetime.
+    ``NASNetPredictor`` need not know which runtime runs. ``path`` is an ONNX file written by
+    ``export_detector`` for ``image_hw`` images; ``from_model`` exports one into a temporary folder
+    that lives as long as the object. ``threads`` and ``bf16`` are ``load_exported``'s.
     """
 
-    def __init__(self, model: torch.nn.Module, image_hw: tuple[int, int], runtime: str,
-                 provenance: Mapping[str, str], threads: int | None = None) -> None:
-        import tempfile
-
+    def __init__(self, path: str | os.PathLike, image_hw: tuple[int, int], runtime: str,
+                 threads: int | None = None, bf16: bool = False) -> None:
         from .runtime import load_exported
 
-        self._folder = tempfile.TemporaryDirectory(prefix="nasnet_det_export_")
-        path = export_detector(model, "onnx", Path(self._folder.name) / "detector", image_hw, provenance)
         self.image_hw = tuple(image_hw)
-        self._run = load_exported(path, runtime, threads=threads)
+        self._run = load_exported(path, runtime, threads=threads, bf16=bf16)
+        self._folder = None
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, image_hw: tuple[int, int], runtime: str,
+                   provenance: Mapping[str, str], threads: int | None = None,
+                   bf16: bool = False) -> "ExportedDetector":
+        """Export ``model`` for ``image_hw`` images to a temporary ONNX file and run it in ``runtime``."""
+        import tempfile
+
+        folder = tempfile.TemporaryDirectory(prefix="nasnet_det_export_")
+        path = export_detector(model, "onnx", Path(folder.name) / "detector", image_hw, provenance)
+        detector = cls(path, image_hw, runtime, threads=threads, bf16=bf16)
+        detector._folder = folder  # removed with the object
+        return detector
 
     def __call__(self, inputs: list[dict]) -> list[dict]:
         from detectron2.modeling.postprocessing import detector_postprocess

@@ -129,7 +129,7 @@ class NASNetPredictor:
             from ..deploy.detector import ExportedDetector
 
             hw = tuple(int(v) for v in self.cfg.INPUT.FIXED_SIZE_TEST)
-            self.model = ExportedDetector(self.model.cpu(), hw, runtime, build_provenance(
+            self.model = ExportedDetector.from_model(self.model.cpu(), hw, runtime, build_provenance(
                 self.model, "detector", self.cfg.dump(), path or None, {"image": [3, *hw]}))
         self.augmentations = build_resize_augmentations(self.cfg, is_train=False)
         self.input_format = self.cfg.INPUT.FORMAT

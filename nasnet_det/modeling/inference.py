@@ -14,8 +14,17 @@ Why each piece (profiled on the Xeon/AMX CPU this project benchmarks on, see doc
   is recorded (``torch.no_grad`` / ``inference_mode``), for the plain model as well.
 * **bf16** (optional, not bit-equal): ``torch.autocast`` to bfloat16; on CPUs with AMX / AVX512-BF16
   oneDNN runs the convolutions on the bf16 units. Outputs come back as float32.
-* **torch.compile** (optional): each cell is compiled in place (``nn.Module.compile``), keeping the
-  module tree, so ``forward_cells`` slices used by the detection heads still work.
+* **torch.compile** (optional, ``compile=True``): the whole forward goes through inductor
+  (``nn.Module.compile``, so the model stays a ``NASNet``) with *freezing*: under ``inference_mode``
+  / ``no_grad`` the weights become constants, so inductor folds them, pre-packs them into oneDNN's
+  blocked layouts once instead of per call, and fuses the ReLU/add/concat glue between the
+  convolutions into generated C++ loops; NASNet's time is mostly that glue and small convolutions
+  (docs/benchmarks.md, per-op profile). Compiling takes about a minute for the Large model; inductor
+  keeps its FX graph and AOTAutograd caches on disk (``TORCHINDUCTOR_CACHE_DIR``, default
+  ``/tmp/torchinductor_<user>``), so a second process with the same model, shapes and torch version
+  skips inductor's code generation and C++ builds and pays only Dynamo's trace. ``compile="cells"``
+  compiles each cell instead, which is what the detection stages need: they call ``stem`` and
+  ``forward_cells`` slices, never ``forward``.
 
 The optimized model is the same ``NASNet`` with flags set (``NASNet.set_inference_options``), so
 ``isinstance`` checks and ``state_dict`` keys stay the same (BN buffers excepted: folded BNs are
@@ -32,7 +41,14 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from .network import NASNet
 from .ops import ConvBNModule
 
-__all__ = ["fold_batchnorm", "optimize_for_inference", "optimize_detector_for_inference"]
+__all__ = ["COMPILE_MODES", "fold_batchnorm", "optimize_for_inference", "optimize_detector_for_inference"]
+
+#: ``optimize_for_inference(compile=...)``: False, True (= "model"), "model" or "cells".
+COMPILE_MODES = ("model", "cells")
+#: inductor options of the compiled path: weights as constants (needs no_grad / inference_mode at
+#: call time, else inductor compiles without it), and the on-disk FX graph cache (on by default in
+#: torch 2.x; set here so a user config that turned it off does not silently cost a minute per process).
+COMPILE_OPTIONS = {"freezing": True, "fx_graph_cache": True}
 
 
 def _is_batchnorm(module: nn.Module) -> bool:
@@ -102,7 +118,7 @@ def optimize_for_inference(
     fold_bn: bool = True,
     channels_last: bool = True,
     bf16: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
     inplace: bool = False,
 ) -> NASNet:
     """An eval-mode copy of ``model`` (or ``model`` itself with ``inplace=True``) that runs faster.
@@ -111,7 +127,10 @@ def optimize_for_inference(
         fold_bn: fold each conv->BN pair (needs BN running statistics; see ``fold_batchnorm``).
         channels_last: store 4-D weights NHWC and feed NHWC inputs.
         bf16: run under ``torch.autocast(bfloat16)``; results differ at bf16 precision.
-        compile: ``nn.Module.compile()`` every cell (slow to warm up; needs a C++ compiler on CPU).
+        compile: ``True`` or ``"model"``: compile ``model(x)`` with inductor and freezing (the first
+            call compiles: about a minute for nasnet_a_large on 2 cores, less with a warm on-disk
+            cache; needs a C++ compiler on CPU; one compilation per input shape and grad mode);
+            ``"cells"``: compile each cell, for callers of ``stem`` / ``forward_cells``.
         inplace: modify ``model`` instead of a deep copy.
 
     The result is meant for inference only: folded BNs are not restored by ``.train()`` (train a
@@ -119,6 +138,9 @@ def optimize_for_inference(
     """
     if not isinstance(model, NASNet):
         raise TypeError(f"model: expected a nasnet_det NASNet, got {type(model).__name__}")
+    mode = "model" if compile is True else compile
+    if mode and mode not in COMPILE_MODES:
+        raise ValueError(f"compile={compile!r}: expected False, True or one of {', '.join(COMPILE_MODES)}")
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
@@ -127,9 +149,11 @@ def optimize_for_inference(
     model.set_inference_options(channels_last=channels_last, bf16=bf16)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    if compile:
+    if mode == "model":
+        model.compile(backend="inductor", options=COMPILE_OPTIONS)
+    elif mode == "cells":
         for cell in model.cells:
-            cell.compile()
+            cell.compile(backend="inductor", options=COMPILE_OPTIONS)
     return model
 
 
@@ -137,9 +161,12 @@ def optimize_detector_for_inference(detector: nn.Module, **kwargs) -> nn.Module:
     """Apply ``optimize_for_inference`` in place to every NASNet inside a detector (backbone, ROI head).
 
     The detection stages call ``stem`` / ``forward_cells`` on their NASNet, which the optimized
-    network keeps; detectron2's FrozenBatchNorm2d folds like an eval BatchNorm2d. Returns ``detector``.
+    network keeps; detectron2's FrozenBatchNorm2d folds like an eval BatchNorm2d. For the same
+    reason ``compile=True`` compiles per cell here (``"cells"``). Returns ``detector``.
     """
     kwargs["inplace"] = True
+    if kwargs.get("compile") is True:
+        kwargs["compile"] = "cells"
     nets = [m for m in detector.modules() if isinstance(m, NASNet)]
     for net in nets:
         optimize_for_inference(net, **kwargs)

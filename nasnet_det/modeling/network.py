@@ -139,6 +139,9 @@ class NASNet(nn.Module):
 
     def __init__(self, config: NASNetConfig) -> None:
         super().__init__()
+        # per instance from the start: torch.compile guards on the instance dict, and a first call
+        # that adds the key would force a recompilation on the second call
+        self._in_entry = False
         self.config = config
         cfg = config
         genotype = cfg.genotype
