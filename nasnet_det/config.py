@@ -66,6 +66,18 @@ def leaf_keys(node: Mapping, prefix: str = "") -> list[str]:
     return keys
 
 
+def first_difference(saved: Any, now: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
+    """(dotted key, saved value, new value) of the first leaf that differs between two config dicts
+    (saved keys in order, then new ones), or None: what a resume names when its config changed."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for key in list(saved) + [k for k in now if k not in saved]:
+            diff = first_difference(saved.get(key), now.get(key), f"{prefix}{key}.")
+            if diff:
+                return diff
+        return None
+    return None if saved == now else (prefix.rstrip("."), saved, now)
+
+
 def unknown_key(cfg: CfgNode, key: Any, where: str) -> ConfigError:
     """'unknown config key X (did you mean Y?)', Y the closest existing key (case-insensitive)."""
     keys = leaf_keys(cfg)

@@ -141,6 +141,13 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
+def _add_training_run_arguments(p: argparse.ArgumentParser, opts_help: str) -> None:
+    """The flags every command that trains a fixed list of cells through the driver shares."""
+    p.add_argument("--resume", action="store_true", help="continue the trainings in --output")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help=opts_help)
+
+
 def cmd_evaluate_ranking(argv: list[str]) -> int:
     from nasnet_det.search.ranking import evaluate_ranking, summary_line
 
@@ -152,10 +159,7 @@ def cmd_evaluate_ranking(argv: list[str]) -> int:
     p.add_argument("--archs", type=int, default=12, help="K architectures, drawn uniformly (at least 3; default 12)")
     p.add_argument("--epochs", type=int, required=True, help="stand-alone training epochs per architecture")
     p.add_argument("--seed", type=int, default=0, help="draws the architectures and seeds their trainings")
-    p.add_argument("--resume", action="store_true", help="continue the stand-alone trainings in --output")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("opts", nargs=argparse.REMAINDER,
-                   help="KEY VALUE overrides of the search's config (e.g. data.root, executor.workers)")
+    _add_training_run_arguments(p, "KEY VALUE overrides of the search's config (e.g. data.root, executor.workers)")
     args = p.parse_args(argv)
     result = evaluate_ranking(args.search, args.output, args.archs, args.epochs, args.seed, args.opts, args.resume,
                               progress=not args.no_progress)
@@ -177,9 +181,7 @@ def cmd_compare(argv: list[str]) -> int:
     p.add_argument("--random", type=int, default=5, help="uniformly random cells from the config's space (default 5)")
     p.add_argument("--seeds", type=int, default=2, help="trainings per cell, one per seed (default 2)")
     p.add_argument("--seed", type=int, default=0, help="draws the random cells and the child seeds")
-    p.add_argument("--resume", action="store_true", help="continue the trainings in --output")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides (e.g. child.epochs 5)")
+    _add_training_run_arguments(p, "KEY VALUE overrides (e.g. child.epochs 5)")
     args = p.parse_args(argv)
     result = compare_cells(args.config_file, args.output, args.genotype, args.random, args.seeds, args.seed,
                            args.opts, args.resume, progress=not args.no_progress)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from .. import config as cfgsys
 from ..config import Config
@@ -90,14 +89,3 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     cfg, overridden = cfgsys.load(DEFAULTS, path, overrides)
     where = f"config file {str(path)!r}" if path is not None else "config"
     return validate(cfg, where + (" + command-line overrides" if overridden else ""))
-
-
-def first_difference(saved: Any, now: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    """(key, saved value, new value) of the first leaf that differs between two config dicts."""
-    if isinstance(saved, dict) and isinstance(now, dict):
-        for key in list(saved) + [k for k in now if k not in saved]:
-            diff = first_difference(saved.get(key), now.get(key), f"{prefix}{key}.")
-            if diff:
-                return diff
-        return None
-    return None if saved == now else (prefix.rstrip("."), saved, now)

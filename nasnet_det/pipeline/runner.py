@@ -27,9 +27,10 @@ from typing import Callable
 
 import yaml
 
+from ..config import first_difference
 from ..durable import OutputLock, atomic_write_text
 from ..errors import ConfigError, PipelineError, StateError
-from .config import PipelineConfig, first_difference, resolve
+from .config import PipelineConfig, resolve
 from .data import find_cifar10
 from .ledger import LEDGER_NAME, Ledger
 from .stages import (

@@ -34,6 +34,7 @@ import yaml
 
 from nasnet_det.space import Genotype
 
+from ..config import first_difference
 from ..durable import OutputLock, atomic_write_text
 from ..errors import StateError
 from .config import SearchConfig, child_network
@@ -254,17 +255,6 @@ def run_fixed_list(cfg: SearchConfig, output: str | Path, items: list[Proposal],
                       progress=progress)
 
 
-def _first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
-    """The first dotted key (sorted) whose value differs between two nested dicts, or None."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for k in sorted(set(old) | set(new)):
-            found = _first_difference(old.get(k), new.get(k), f"{key}.{k}" if key else k)
-            if found:
-                return found
-        return None
-    return None if old == new else (key, old, new)
-
-
 def _training_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     """What a child is trained on and for how long: ``child`` (less ``RUNTIME_CHILD_KEYS``), ``data``,
     and the ``seed`` (it draws the list's random cells and the children's seeds)."""
@@ -275,7 +265,7 @@ def _training_settings(cfg: dict[str, Any]) -> dict[str, Any]:
 def _check_same_list(cfg: SearchConfig, output: Path, items: list[Proposal]) -> None:
     saved = output / CONFIG_NAME
     if saved.exists():
-        found = _first_difference(_training_settings(yaml.safe_load(saved.read_text()) or {}),
+        found = first_difference(_training_settings(yaml.safe_load(saved.read_text()) or {}),
                                   _training_settings(cfg.to_dict()))
         if found:
             raise SearchError(f"{saved}: {found[0]} was {found[1]!r} for the trainings in this folder, the command "
@@ -381,7 +371,7 @@ class _Search:
                 trial = self._new_trial()
             else:
                 return
-            if self.cost is not None and self.cost.reject(trial, self.space.decode(trial.decisions)):
+            if self.cost is not None and self.cost.reject(trial, Genotype.from_dict(trial.genotype)):
                 self._record(trial)
                 continue
             try:
@@ -417,7 +407,7 @@ class _Search:
         if err is None:
             _set_result(trial, dict(fut.result()))
             if self.cost is not None:
-                self.cost.settle(trial, self.space.decode(trial.decisions), trial.reward)
+                self.cost.settle(trial, Genotype.from_dict(trial.genotype), trial.reward)
         else:
             trial.status, trial.reward, trial.error = "failed", None, str(err)[-4000:]
         self._record(trial)
