@@ -91,7 +91,7 @@ if [[ $DEVICE != none ]]; then
   # --- detector training, AMP --------------------------------------------------------------------
   DATA=$OUT/synthetic
   "$PY" tools/make_synthetic_dataset.py --output "$DATA" --num-train 16 --num-val 4 >"$OUT/data.log" 2>&1
-  run_stage det_train 150 'grep -o "iter: [0-9]*.*total_loss: [0-9.]*" "$LOG" | tail -n 1; grep -o "time: [0-9.]*" "$LOG" | tail -n 1' \
+  run_stage det_train 150 'grep -o "iter: [0-9]*  total_loss: [0-9.]*" "$LOG" | tail -n 1; grep -o "Overall training speed.*" "$LOG"' \
     -- "$PY" tools/train_net.py --config-file configs/nasnet_a_mobile_frcnn.yaml \
        --dataset-json "$DATA/annotations/train.json" --image-root "$DATA/train" \
        --test-json "$DATA/annotations/val.json" --test-image-root "$DATA/val" \
@@ -100,7 +100,7 @@ if [[ $DEVICE != none ]]; then
        OUTPUT_DIR "$OUT/det_train"
 
   # --- classifier inference, timm vs ours ----------------------------------------------------------
-  CLS_DETAIL='grep -E "^\| [a-z_]+ \| (timm|ours)" "$LOG" | awk -F"|" "{printf \"%s %s ms %sx; \", \$3, \$5, \$7}"'
+  CLS_DETAIL='grep -E "^\| [a-z_]+ \| (timm|ours)" "$LOG" | awk -F"|" "{printf \"%s %s ms %sx timm; \", \$3, \$5, \$8}"'
   run_stage cls_eager 120 "$CLS_DETAIL" -- "$PY" -m benchmarks.classifier_inference "${CLS[@]}" --device "$DEVICE" \
     --no-memory --out "$OUT" --tag _gpu_eager
   run_stage cls_comp 150 "$CLS_DETAIL; grep -o 'first call (compilation) [0-9.]* s' \"\$LOG\"" \

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # The timed benchmark runs behind docs/benchmarks.md, in the order and with the iteration counts used there
 # (sized to finish in ~15 minutes on 2 cores). Memory is measured separately (run_all.sh memory), since peak
-# RSS does not depend on machine load and the subprocesses take long.
+# RSS does not depend on machine load and the subprocesses take long. `run_all.sh deploy`: the deployment runtimes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-2}  # THREADS=1 on a shared box: 2 OpenMP threads next to a busy neighbour measure the neighbour
+if [[ "${1:-timing}" == "deploy" ]]; then  # issue 13: ONNX Runtime / OpenVINO / compiled contenders, per-op profile
+  for t in 1 2; do
+    OMP_NUM_THREADS=$t $PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 --threads $t \
+        --iters 3 --check-images 2 --runtimes onnxruntime openvino --compile --bf16 --no-memory --tag _deploy_t$t
+  done
+  $PY -m benchmarks.detector_latency --which mobile --iters 3 --no-memory --threads $THREADS \
+      --runtimes onnxruntime openvino --bf16 --tag _deploy
+  $PY -m benchmarks.profile_ops --threads $THREADS
+  exit 0
+fi
 if [[ "${1:-timing}" == "memory" ]]; then
   $PY -m benchmarks.training_step --memory-only --batch 2 --tag _memory_b2
   $PY -m benchmarks.training_step --memory-only --batch 8 --tag _memory_b8

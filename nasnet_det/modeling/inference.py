@@ -18,13 +18,14 @@ Why each piece (profiled on the Xeon/AMX CPU this project benchmarks on, see doc
   (``nn.Module.compile``, so the model stays a ``NASNet``) with *freezing*: under ``inference_mode``
   / ``no_grad`` the weights become constants, so inductor folds them, pre-packs them into oneDNN's
   blocked layouts once instead of per call, and fuses the ReLU/add/concat glue between the
-  convolutions into generated C++ loops; NASNet's time is mostly that glue and small convolutions
-  (docs/benchmarks.md, per-op profile). Compiling takes about a minute for the Large model; inductor
-  keeps its FX graph and AOTAutograd caches on disk (``TORCHINDUCTOR_CACHE_DIR``, default
-  ``/tmp/torchinductor_<user>``), so a second process with the same model, shapes and torch version
-  skips inductor's code generation and C++ builds and pays only Dynamo's trace. ``compile="cells"``
-  compiles each cell instead, which is what the detection stages need: they call ``stem`` and
-  ``forward_cells`` slices, never ``forward``.
+  convolutions into generated C++ loops, without a Python module call per op (that glue and those
+  calls are about half of what separates the eager path from OpenVINO: docs/benchmarks.md, per-op
+  profile). Compiling the Large model takes about 2 minutes on 2 cores; inductor keeps its FX
+  graph and AOTAutograd caches on disk (``TORCHINDUCTOR_CACHE_DIR``, default
+  ``/tmp/torchinductor_<user>``), so a second process with the same model, shapes, thread count and
+  torch version skips inductor's code generation and C++ builds (about 20 s left, mostly Dynamo's
+  trace). ``compile="cells"`` compiles each cell instead, which is what the detection stages need:
+  they call ``stem`` and ``forward_cells`` slices, never ``forward``.
 
 The optimized model is the same ``NASNet`` with flags set (``NASNet.set_inference_options``), so
 ``isinstance`` checks and ``state_dict`` keys stay the same (BN buffers excepted: folded BNs are
