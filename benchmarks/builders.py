@@ -136,6 +136,11 @@ def training(name: str, impl: str, batch: int, size: int, memory_saving: bool = 
 # ---------------------------------------------------------------------------------------------------
 # Detectors
 # ---------------------------------------------------------------------------------------------------
+NASNET_CONFIGS = {"nasnet_mobile": "configs/nasnet_a_mobile_frcnn.yaml",
+                  "nasnet_large": "configs/nasnet_a_large_frcnn.yaml",
+                  "nasnet_large_lowproposals": "configs/nasnet_a_large_frcnn_lowproposals.yaml"}
+
+
 def detector_cfg(which: str, size: int, proposals: int | None = None):
     """detectron2 config of a detector on CPU with random weights, testing at a fixed ``size``;
     ``proposals`` overrides the config's test-time proposal count (RPN.POST_NMS_TOPK_TEST)."""
@@ -144,14 +149,10 @@ def detector_cfg(which: str, size: int, proposals: int | None = None):
     if which == "r50_c4":
         cfg = r50_c4_cfg()
     else:
+        from benchmarks.common import REPO
         from nasnet_det.detection import load_config
 
-        path = {"nasnet_mobile": "configs/nasnet_a_mobile_frcnn.yaml",
-                "nasnet_large": "configs/nasnet_a_large_frcnn.yaml",
-                "nasnet_large_lowproposals": "configs/nasnet_a_large_frcnn_lowproposals.yaml"}[which]
-        from benchmarks.common import REPO
-
-        cfg = load_config(str(REPO / path), freeze=False)
+        cfg = load_config(str(REPO / NASNET_CONFIGS[which]), freeze=False)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     if proposals:
@@ -312,3 +313,59 @@ def classifier_exports(ours: torch.nn.Module, peer: torch.nn.Module | None, size
                                    {"source": f"timm {type(peer).__name__}, torch.onnx.export"},
                                    ["images"], ["logits"], {"images": {0: "batch"}, "logits": {0: "batch"}})
     return paths
+
+
+# ---------------------------------------------------------------------------------------------------
+# A trained detector under two proposal budgets
+# ---------------------------------------------------------------------------------------------------
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def proposal_budgets() -> dict[str, list[str]]:
+    """The standard and the low-proposal budget as ``KEY VALUE`` overrides for any detector config.
+
+    The keys are those whose values differ between ``nasnet_a_large_frcnn.yaml`` and
+    ``nasnet_a_large_frcnn_lowproposals.yaml`` (the RPN's post-NMS counts and the sampled ROIs),
+    each with that file's value: read from the shipped files, so a change there changes the
+    benchmark too, and a checkpoint trained under another config is compared on the same knobs.
+    """
+    from benchmarks.common import REPO
+    from nasnet_det.detection import load_config
+
+    std, low = (_flat(load_config(str(REPO / NASNET_CONFIGS[w])))
+                for w in ("nasnet_large", "nasnet_large_lowproposals"))
+    keys = sorted(k for k in std if std[k] != low[k])
+    return {"standard": [x for k in keys for x in (k, str(std[k]))],
+            "lowproposals": [x for k in keys for x in (k, str(low[k]))]}
+
+
+def checkpoint_detector(config_file: str, weights: str, opts: list[str], images: list[str],
+                        proposals_seen: list[int]) -> Callable[[], Any]:
+    """Inference with trained ``weights`` on each of ``images`` in turn (one measured unit = all of
+    them), through ``NASNetPredictor``: the config's test resize, the model, boxes back in image
+    coordinates, as a user runs it. Unlike ``detector`` the RPN is not pinned: a trained RPN decides
+    how many proposals reach the second stage, and each call appends those counts to ``proposals_seen``.
+    """
+    from detectron2.data.detection_utils import read_image
+
+    from nasnet_det.detection import load_config
+    from nasnet_det.detection.predictor import NASNetPredictor
+
+    cfg = load_config(config_file, ["MODEL.DEVICE", "cpu", *opts])
+    predictor = NASNetPredictor(cfg, weights)
+    predictor.model.roi_heads.register_forward_pre_hook(
+        lambda _module, args: proposals_seen.extend(len(p) for p in args[2]))
+    arrays = [read_image(path, format="BGR") for path in images]
+
+    def step():
+        with torch.inference_mode():
+            return [predictor(a) for a in arrays]
+
+    return step

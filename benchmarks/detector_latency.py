@@ -3,6 +3,8 @@
     .venv/bin/python -m benchmarks.detector_latency                     # mobile @600 and large @1200
     .venv/bin/python -m benchmarks.detector_latency --which mobile
     .venv/bin/python -m benchmarks.detector_latency --lowproposals --threads 1   # standard vs low-proposal
+    .venv/bin/python -m benchmarks.detector_latency --lowproposals --config-file C.yaml --weights model_final.pth \
+        --images val_images/ [KEY VALUE ...]            # the same, on a trained checkpoint and real images
 
 All detectors have random weights and run on CPU on the same synthetic image of the NASNet
 config's fixed test size; the R50-C4 model gets that same image size (its model-side
@@ -19,9 +21,14 @@ same pinned proposals) is exported once to ONNX (``nasnet_det.deploy.detector.ex
 and each runtime runs it through ``ExportedDetector`` (``--threads`` intra-op threads), with a
 bf16 OpenVINO row under ``--bf16`` where the CPU has bf16 units; each row's detections are compared
 with the eager detector's (count, max box and score difference).
+
+With ``--config-file`` and ``--weights``, ``--lowproposals`` times one trained checkpoint instead,
+under the two proposal budgets of the Large configs (``builders.proposal_budgets``), on real images
+through ``NASNetPredictor``, RPN not pinned; it also reports how many proposals reached the second stage.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from typing import Any, Sequence
@@ -44,9 +51,7 @@ COLUMNS = [("detector", "detector", ""), ("size", "input", "d"), ("proposals", "
 def _config_source(which: str) -> str:
     if which == "r50_c4":
         return str(builders.r50_c4_cfg().BENCHMARK_CONFIG_SOURCE)
-    return {"nasnet_mobile": "configs/nasnet_a_mobile_frcnn.yaml",
-            "nasnet_large": "configs/nasnet_a_large_frcnn.yaml",
-            "nasnet_large_lowproposals": "configs/nasnet_a_large_frcnn_lowproposals.yaml"}[which]
+    return builders.NASNET_CONFIGS[which]
 
 
 def _runtime_steps(model: torch.nn.Module, size: int, runtimes: Sequence[str], bf16: bool, threads: int | None,
@@ -159,6 +164,43 @@ def run_lowproposals(iters: int, size: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _image_files(spec: str, limit: int) -> list[str]:
+    """The first ``limit`` images (sorted) of a folder, or the files a glob matches."""
+    import glob
+    import os
+
+    paths = sorted(glob.glob(os.path.join(spec, "*")) if os.path.isdir(spec) else glob.glob(spec))
+    paths = [p for p in paths if p.lower().endswith((".jpg", ".jpeg", ".png", ".bmp"))][:limit]
+    if not paths:
+        sys.exit(f"detector_latency: error: --images {spec!r} holds no .jpg/.jpeg/.png/.bmp image")
+    return paths
+
+
+def run_lowproposals_checkpoint(config_file: str, weights: str, images: list[str], opts: list[str],
+                                iters: int) -> list[dict[str, Any]]:
+    """One trained checkpoint under the standard and the low-proposal budget (``opts`` on top of
+    both), alternating rounds over the same images; ms per image and proposals per image."""
+    budgets = builders.proposal_budgets()
+    seen: dict[str, list[int]] = {k: [] for k in budgets}
+    steps = {k: builders.checkpoint_detector(config_file, weights, [*opts, *v], images, seen[k])
+             for k, v in budgets.items()}
+    outs = {k: s() for k, s in steps.items()}  # warm-up
+    print(f"== {config_file} + {weights}, standard vs low-proposal on {len(images)} images: "
+          f"{iters} alternating runs", flush=True)
+    timings = common.time_alternating(steps, iters, warmup=0)
+    rows = []
+    for k, v in budgets.items():
+        rows.append({"detector": k, "overrides": [*opts, *v], "images": len(images),
+                     "proposals": sum(seen[k]) / len(seen[k]), "max_proposals": max(seen[k]),
+                     "num_detections": sum(len(o) for o in outs[k]) / len(images),
+                     "ms": 1e3 * timings[k].wall_median / len(images),
+                     "cpu_ms": 1e3 * timings[k].cpu_median / len(images), "runs": timings[k].as_dict()})
+    for r in rows:
+        r["speedup_vs_standard"] = rows[0]["ms"] / r["ms"]
+    print(f"   low-proposal is {rows[0]['ms'] / rows[1]['ms']:.2f}x faster than standard (wall median)", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = common.base_parser(__doc__)
     p.add_argument("--which", nargs="+", default=["mobile", "large"], choices=list(NASNETS))
@@ -169,7 +211,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runtimes", nargs="*", default=[], choices=list(RUNTIME_SHORT),
                    help="also run the plain NASNet detector exported to ONNX in these runtimes (the deploy extra)")
     p.add_argument("--bf16", action="store_true", help="also the bf16 paths (ours, OpenVINO), where the CPU has bf16")
+    p.add_argument("--config-file", help="with --lowproposals and --weights: a trained detector's config")
+    p.add_argument("--weights", help="with --lowproposals and --config-file: that detector's checkpoint")
+    p.add_argument("--images", help="with --weights: a folder or glob of images to run on")
+    p.add_argument("--num-images", type=int, default=20, help="with --weights: how many of --images (sorted)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                   help="with --weights: KEY VALUE overrides for both budgets")
     args = p.parse_args(argv)
+    if bool(args.config_file) != bool(args.weights) or (args.weights and not (args.lowproposals and args.images)):
+        p.error("--config-file and --weights go together, with --lowproposals and --images")
     common.apply_threads(args.threads)
     print(common.machine_info(), flush=True)
     bf16 = args.bf16
@@ -179,6 +229,16 @@ def main(argv: list[str] | None = None) -> None:
         if bf16 and not (support["torch_mkldnn_bf16"] and support["openvino_bf16"] is not False):
             print("   bf16 rows skipped: this CPU has no bf16 units; they would time a fallback, not bf16", flush=True)
             bf16 = False
+    if args.weights:
+        rows = run_lowproposals_checkpoint(args.config_file, args.weights, _image_files(args.images, args.num_images),
+                                           args.opts, args.iters or 3)
+        table = common.print_table(rows, [COLUMNS[0], ("proposals", "proposals / image", ".1f"),
+                                          ("num_detections", "dets / image", ".1f"), *COLUMNS[3:5],
+                                          ("speedup_vs_standard", "x standard (wall)", ".2f")])
+        common.write_json("detector_latency_lowproposals_checkpoint" + args.tag,
+                          {"rows": rows, "table": table, "argv": sys.argv,
+                           "config_file": args.config_file, "weights": args.weights}, args.out)
+        return
     if args.lowproposals:
         size = args.size or builders.configured_test_size("nasnet_large")
         rows = run_lowproposals(args.iters or 3, size)
