@@ -33,10 +33,12 @@ def _genotypes(space, n: int, seed: int = 0):
     return [space.decode(rs.propose().decisions) for _ in range(n)]
 
 
-def test_subnetwork_equals_standalone_network_with_the_shared_weights():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_subnetwork_equals_standalone_network_with_the_shared_weights(channels_last):
+    """The stand-alone network is plain NCHW: the supernet's NHWC option changes speed, not values."""
     torch.manual_seed(0)
     space, base, _ = _space_and_base()
-    bank = SharedWeights(base)
+    bank = SharedWeights(base, channels_last=channels_last)
     genotypes = _genotypes(space, 4)
     assert any(b.combine == "concat" for g in genotypes for b in g.normal.blocks + g.reduce.blocks)
     x = torch.randn(4, 3, 32, 32)
@@ -54,6 +56,7 @@ def test_subnetwork_equals_standalone_network_with_the_shared_weights():
         with torch.no_grad():
             expected = net(x)
             got = bank(x, g, train=False)
+        assert bank.network(g)[0].channels_last_input is channels_last
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 

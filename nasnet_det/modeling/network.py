@@ -260,7 +260,8 @@ class NASNet(nn.Module):
                 cell.set_grad_checkpointing(enable)
 
     def set_inference_options(self, *, channels_last: bool = False, bf16: bool = False) -> None:
-        """What the entry points do: feed NHWC inputs, run eval calls under bf16 autocast (float32 out).
+        """What the entry points do: feed NHWC inputs (in training too: the search's children and
+        supernet use it), run eval calls under bf16 autocast (float32 out).
 
         ``optimize_for_inference`` sets these; the weights' layout is the caller's (``model.to(memory_format=...)``).
         """

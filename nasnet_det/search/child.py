@@ -50,10 +50,13 @@ def build_child_model(genotype: Genotype, child: Config, num_classes: int, image
     per stage, F filters, no aux head, no drop-path) with the sampled genotype's cells.
 
     F is fixed (not P) so that every child of a search gets the same per-op width, as in the paper.
+    ``child.channels_last``: the network takes NHWC inputs (training and evaluation).
     """
     from nasnet_det.modeling import NASNet
 
-    return NASNet(child_network(child, genotype, num_classes=num_classes, image_size=image_size))
+    model = NASNet(child_network(child, genotype, num_classes=num_classes, image_size=image_size))
+    model.set_inference_options(channels_last=bool(child.channels_last))
+    return model
 
 
 def resolve_device(device: str) -> str:

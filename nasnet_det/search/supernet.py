@@ -147,15 +147,18 @@ class SharedWeights(nn.Module):
         cache_size: sub-networks (meta-device modules and their key lists) kept built.
         seed: a tensor's initial value is a function of this seed and its role key alone, so it
             does not depend on which architecture happened to need it first (exact resume).
+        channels_last: sub-networks take NHWC inputs (``NASNet.set_inference_options``); the bank
+            stays NCHW, so saved banks do not depend on it.
 
     ``on_new_parameter(key, p)`` and ``on_grown_parameter(old, new)`` tell the optimizer about a
     parameter the bank created or replaced by a larger one (``old``'s values lead ``new``).
     """
 
-    def __init__(self, base: NASNetConfig, cache_size: int = 512, seed: int = 0) -> None:
+    def __init__(self, base: NASNetConfig, cache_size: int = 512, seed: int = 0, channels_last: bool = False) -> None:
         super().__init__()
         self.base = base
         self.seed = seed
+        self.channels_last = channels_last
         self.weights = nn.ParameterDict()  # role key (no dots) -> shared parameter
         self.stats = nn.Module()  # role key -> shared buffer (BN running statistics)
         self.cache_size = cache_size
@@ -174,6 +177,7 @@ class SharedWeights(nn.Module):
             return hit
         with torch.device("meta"):
             child = NASNet(self.base.replace(genotype=genotype))
+        child.set_inference_options(channels_last=self.channels_last)
         readers = _cell_output_readers(child)
         params = [_use(child, n, p.shape, readers) for n, p in child.named_parameters()]
         buffers = [_use(child, n, b.shape, {}) for n, b in child.named_buffers()]

@@ -71,7 +71,7 @@ class WeightSharingSearch:
         self.on_event = on_event
         self.data = load_child_data(cfg.data)
         self.base = child_network(cfg.child, num_classes=self.data.num_classes, image_size=cfg.data.image_size)
-        self.bank = SharedWeights(self.base, seed=cfg.seed)
+        self.bank = SharedWeights(self.base, seed=cfg.seed, channels_last=bool(cfg.child.channels_last))
         self.cost = CostModel(cfg.cost, self.base, cfg.data.image_size)
         self.optimizer: torch.optim.SGD | None = None
         self.epochs_trained = 0
