@@ -387,6 +387,28 @@ def test_multi_trial_cost_limit_rejects_before_the_executor_and_soft_objective_s
     assert any(abs(t.reward - t.extra["accuracy"]) > 1e-3 for t in ok)
 
 
+def test_the_strategy_learns_the_lowest_reward_from_a_rejected_trial(tmp_path):
+    """Without feedback a controller would keep proposing over-limit cells; it is told REJECTED_FEEDBACK."""
+    from nasnet_det.search.driver import REJECTED_FEEDBACK
+    from nasnet_det.search.strategies import build_strategy, space_of
+
+    cfg = _cost_cfg()
+    strategy = build_strategy(cfg, space_of(cfg))
+    told: dict[int, float | None] = {}
+    observe = strategy.observe
+
+    def recording_observe(trial_id, decisions, reward, info):
+        told[trial_id] = reward
+        return observe(trial_id, decisions, reward, info)
+
+    strategy.observe = recording_observe
+    run_search(cfg, tmp_path, executor=RecordingExecutor(), strategy=strategy)
+    trials = fold(read_records(tmp_path / "trials.jsonl"))
+    assert {i for i, t in trials.items() if t.status == "rejected"}
+    for i, t in trials.items():
+        assert told[i] == (REJECTED_FEEDBACK if t.status == "rejected" else t.reward)
+
+
 def test_multi_trial_resume_never_trains_a_rejected_trial(tmp_path):
     cfg = _cost_cfg(strategy="ppo", **{"ppo.batch_size": "4"})
     reference = tmp_path / "ref"

@@ -126,6 +126,19 @@ def saved_state(output: Path, allow_unsafe_pickle: bool) -> tuple[Path, dict[str
     return None
 
 
+#: What the strategy learns from an architecture the cost limit rejected: the lowest reward, so the
+#: controller is pushed away from over-limit cells instead of proposing them again and again.
+REJECTED_FEEDBACK = 0.0
+
+
+def feedback(trial: Trial) -> float | None:
+    """The reward a finished ``trial`` feeds to the strategy (live and when replayed on resume):
+    its reward if ok, ``REJECTED_FEEDBACK`` if rejected on cost, None (nothing learned) if it failed."""
+    if trial.status == "ok":
+        return trial.reward
+    return REJECTED_FEEDBACK if trial.status == "rejected" else None
+
+
 def restore_strategy(strategy: Strategy, trials: dict[int, Trial], output: Path, updates: UpdateLog,
                      allow_unsafe_pickle: bool = False) -> int:
     """Bring a fresh ``strategy`` to where the logged search was; returns the next trial id.
@@ -147,7 +160,7 @@ def restore_strategy(strategy: Strategy, trials: dict[int, Trial], output: Path,
                            path, LOG_NAME)
     replayed = finished[len(strategy.observed_ids):]
     for t in replayed:
-        if strategy.observe(t.trial_id, t.decisions, t.reward if t.status == "ok" else None, t.info):
+        if strategy.observe(t.trial_id, t.decisions, feedback(t), t.info):
             updates.record(strategy, (t.finish_index or 0) + 1)
     if replayed:
         save_state(strategy.state_dict(), output / STATE_NAME)
@@ -413,8 +426,7 @@ class _Search:
         self._record(trial)
 
     def _record(self, trial: Trial) -> None:
-        """Log a finished trial (ok, failed or rejected), count it, then feed its reward (None unless
-        ok) to the strategy."""
+        """Log a finished trial (ok, failed or rejected), count it, then feed it to the strategy (``feedback``)."""
         self.log.append(trial)
         self._count(trial)
         if self.counts["ok"] == 0 and self.counts["failed"] >= EARLY_FAILURES:
@@ -422,7 +434,7 @@ class _Search:
                               f"{failure_cause(self.first_failure)} (full errors in {self.log.path})")
         self.done_here += trial.status != "rejected"  # children trained here (the bar's per_hour)
         self._emit(trial.status, trial)
-        if self.strategy.observe(trial.trial_id, trial.decisions, trial.reward, trial.info):
+        if self.strategy.observe(trial.trial_id, trial.decisions, feedback(trial), trial.info):
             # The update's line first: if the state save is then lost, the replayed update finds
             # its line already there and does not write it twice.
             self.updates.record(self.strategy, self._finished())

@@ -36,7 +36,16 @@ from ..errors import StateError
 from .config import SearchConfig, child_network
 from .cost import CostModel
 from .data import augment, load_child_data, normalize
-from .driver import CONFIG_NAME, LOG_NAME, UPDATES_NAME, SearchSummary, UpdateLog, restore_strategy, trial_seed
+from .driver import (
+    CONFIG_NAME,
+    LOG_NAME,
+    UPDATES_NAME,
+    SearchSummary,
+    UpdateLog,
+    feedback,
+    restore_strategy,
+    trial_seed,
+)
 from .state import STATE_NAME, load_state, save_state
 from .strategies import Strategy, build_strategy, space_of
 from .supernet import SharedWeights
@@ -265,7 +274,7 @@ class WeightSharingSearch:
         log.append(trial)
         self._count(trial)
         self._emit(trial.status, trial)
-        if self.strategy.observe(trial.trial_id, trial.decisions, trial.reward, trial.info):
+        if self.strategy.observe(trial.trial_id, trial.decisions, feedback(trial), trial.info):
             updates.record(self.strategy, sum(self.counts.values()))
             save_state(self.strategy.state_dict(), self.output / STATE_NAME)
 
