@@ -73,11 +73,37 @@ def test_predictor_runtime_matches_torch(detector, runtime):
     for name in ("torch", runtime):
         torch.manual_seed(0)  # the same random weights in both predictors
         found[name] = NASNetPredictor(cfg, runtime=name)(image)
-    want, got = found["torch"], found[runtime]
+    _assert_same_detections(found[runtime], found["torch"])
+
+
+def _assert_same_detections(got, want) -> None:
     assert len(want) > 0 and len(got) == len(want)
     np.testing.assert_allclose(got.pred_boxes.tensor.numpy(), want.pred_boxes.tensor.numpy(), atol=0.5)
     np.testing.assert_allclose(got.scores.numpy(), want.scores.numpy(), atol=1e-3)
     assert (got.pred_classes == want.pred_classes).all()
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_predictor_runtime_matches_torch_on_real_coco_images(detector, runtime, shared_data):
+    """Issue 13's check on real photographs (coco_mini val2017, their own sizes and aspect ratios):
+    boxes within 0.5 px, scores within 1e-3, the same classes, after the same thresholds."""
+    pytest.importorskip(runtime, reason="the deploy extra is not installed")
+    pytest.importorskip("onnx", reason="the deploy extra is not installed")
+    from detectron2.data.detection_utils import read_image
+
+    from nasnet_det.detection.predictor import NASNetPredictor
+
+    files = sorted((shared_data / "coco_mini" / "val2017").glob("*.jpg"))[:3]
+    if not files:
+        pytest.skip(f"no images in {shared_data / 'coco_mini' / 'val2017'}")
+    cfg, _ = detector
+    predictors = {}
+    for name in ("torch", runtime):
+        torch.manual_seed(0)  # the same random weights in both predictors
+        predictors[name] = NASNetPredictor(cfg, runtime=name)
+    for path in files:
+        image = read_image(str(path), format="BGR")
+        _assert_same_detections(predictors[runtime](image), predictors["torch"](image))
 
 
 def test_predictor_runtime_needs_fixed_size(detector):
