@@ -11,7 +11,7 @@ import pytest
 from nasnet_det.errors import ConfigError, StateError
 from nasnet_det.pipeline import load_config
 from nasnet_det.pipeline.ledger import Ledger
-from nasnet_det.pipeline.report import COLUMNS, LABELS, fmt
+from nasnet_det.pipeline.report import COLUMNS, LABELS, fmt, warnings
 from nasnet_det.pipeline.runner import _step, check_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +56,16 @@ def test_bad_override_is_one_error_line():
     r = subprocess.run([sys.executable, "tools/run_pipeline.py", "--print-config", "detect.max_itr", "3"],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "did you mean 'detect.max_iter'" in r.stderr
+
+
+def test_a_pretraining_at_chance_is_a_warning():
+    """The full-budget run that ended at 10.0% top-1 for all three backbones must not pass unremarked."""
+    def row(top1):
+        return {"pretrain_top1": {"value": top1, "source": "m.jsonl", "field": "ema_top1"}}
+
+    said = warnings({"searched": row(10.0), "nasnet_a": row(41.5), "random": row(11.9), "searched_scratch": {}})
+    assert len(said) == 2 and "searched cell pretraining did not learn (top-1 10.0%" in said[0]
+    assert "random cell" in said[1] and "logs/pretrain_random.log" in said[1]
 
 
 def test_no_data_says_how_to_get_it(tmp_path):

@@ -124,6 +124,23 @@ def comparisons(rows: dict[str, dict[str, dict]]) -> list[str]:
     ]
 
 
+#: CIFAR-10's chance top-1 (%), and how close to it a pretraining counts as not having learned.
+CHANCE_TOP1, CHANCE_MARGIN = 10.0, 2.0
+
+
+def warnings(rows: dict[str, dict[str, dict]]) -> list[str]:
+    """Pretrainings that ended at chance: their detectors start from untrained weights, so the AP
+    comparisons above say nothing about transfer. Said loudly, not left to be read off the table."""
+    out = []
+    for row, cells in rows.items():
+        top1 = cells.get("pretrain_top1", {}).get("value")
+        if top1 is not None and float(top1) <= CHANCE_TOP1 + CHANCE_MARGIN:
+            out.append(f"WARNING: the {LABELS[row]} pretraining did not learn (top-1 {float(top1):.1f}%, chance "
+                       f"{CHANCE_TOP1:.0f}%): its detector starts from weights that learned nothing; see "
+                       f"{cells['pretrain_top1']['source']} and logs/pretrain_{row}.log")
+    return out
+
+
 def table_markdown(rows: dict[str, dict[str, dict]], stages: dict[str, float], notes: list[str]) -> str:
     head = "| backbone | " + " | ".join(h for h, _ in COLUMNS.values()) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
@@ -167,7 +184,7 @@ def write_report(out: str | Path) -> dict[str, str]:
     out = Path(out)
     rows = collect(out)
     stages = stage_seconds(out)
-    notes = comparisons(rows) + [
+    notes = warnings(rows) + comparisons(rows) + [
         "proxy acc.: the search's reward of the searched cell (only it is trained by the search); "
         "pretrain top-1: EMA weights on the CIFAR-10 test images; AP/AP50: COCOEvaluator on the held-out "
         "synthetic images; params/MACs: the pretrained classifier without aux head, MACs of one image at "
@@ -177,5 +194,6 @@ def write_report(out: str | Path) -> dict[str, str]:
     atomic_write_text(paths["table"], table)
     plot(rows, paths["plot"])
     atomic_write_json(paths["summary"], {"rows": rows, "stage_seconds": stages, "comparisons": comparisons(rows),
+                                         "warnings": warnings(rows),
                                          "table": str(paths["table"]), "plot": str(paths["plot"])})
     return {k: str(v) for k, v in paths.items()}
