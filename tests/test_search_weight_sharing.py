@@ -218,3 +218,6 @@ def test_cost_limit_and_front_in_weight_sharing_mode(tmp_path):
     final = [t for t in trials if t.info.get("phase") == "final"]
     assert front["trials"] == len(final) and front["rejected"] == sum(t.status == "rejected" for t in final)
     assert {f["trial_id"] for f in front["front"]} <= {t.trial_id for t in final if t.status == "ok"}
+    final_ok = [t.reward for t in final if t.status == "ok"]  # summary.json speaks of the ranked phase too
+    assert report["ranked_trials"] == len(final_ok) and report["best_reward"] == max(final_ok)
+    assert report["mean_reward"] == pytest.approx(sum(final_ok) / len(final_ok))

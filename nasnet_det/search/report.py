@@ -230,12 +230,14 @@ def write_report(folder: str | Path, top_k: int = 10, draw: bool = True, label: 
     cells = draw_best_cells(paths, folder) if draw else []
     front = write_cost_front(trials, folder)
     ok = [t for t in trials if t.status == "ok"]
+    ranked = ranked_phase(ok)  # best/mean over the trials the top genotypes come from
     summary = {
         "sampled": len(trials), "ok": len(ok), "failed": sum(t.status == "failed" for t in trials),
         "rejected": sum(t.status == "rejected" for t in trials),
         "in_flight": sum(t.status in ("running", "retry") for t in trials),
-        "best_reward": max((t.reward for t in ok), default=None),
-        "mean_reward": sum(t.reward for t in ok) / len(ok) if ok else None,
+        "best_reward": max((t.reward for t in ranked), default=None),
+        "mean_reward": sum(t.reward for t in ranked) / len(ranked) if ranked else None,
+        "ranked_trials": len(ranked),  # a weight-sharing search's final phase, else every ok trial
         "child_seconds_mean": sum(t.seconds or 0 for t in ok) / len(ok) if ok else None,
         # absolute: a relative path would be relative to wherever the search happened to be started
         "top_genotypes": [str(Path(p).resolve()) for p in paths], "reward_curve": str(Path(plot).resolve()),
