@@ -208,3 +208,18 @@ def test_bad_inputs_are_one_error_line(ws_search, tiny_data, tmp_path, load_tool
         assert tool.main(argv) == 2, argv
         assert message in _error_line(capsys.readouterr().err)
     assert not any((tmp_path / name).exists() for name in ("r1", "r2", "r3", "c1", "c2"))
+
+
+def test_retrain_after_a_weight_sharing_search_trains_each_logged_cell_from_scratch(ws_search, tmp_path):
+    """retrain of a weight-sharing folder: multi-trial children of the exact logged genotypes."""
+    from nasnet_det.search.report import load_trials, top_trials
+    from nasnet_det.search.retrain import retrain_top
+
+    out = retrain_top(ws_search, tmp_path / "retrain", top_k=2, overrides=["executor.kind", "inline"])
+    top = top_trials(load_trials(ws_search), 2)
+    trained = sorted(load_trials(tmp_path / "retrain"), key=lambda t: t.trial_id)
+    assert out["summary"].ok == 2 and out["winner"]["epochs"] == 1  # the search's child.epochs
+    assert yaml.safe_load((tmp_path / "retrain" / "config.yaml").read_text())["mode"] == "multi_trial"
+    assert [Genotype.from_dict(t.genotype) for t in trained] == [Genotype.from_dict(t.genotype) for t in top]
+    assert all(t.worker != "weight_sharing" and "search_trial" in t.info for t in trained)
+    assert out["winner"]["search_trial"] in {t.trial_id for t in top}
