@@ -318,16 +318,6 @@ def classifier_exports(ours: torch.nn.Module, peer: torch.nn.Module | None, size
 # ---------------------------------------------------------------------------------------------------
 # A trained detector under two proposal budgets
 # ---------------------------------------------------------------------------------------------------
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in node.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def proposal_budgets() -> dict[str, list[str]]:
     """The standard and the low-proposal budget as ``KEY VALUE`` overrides for any detector config.
 
@@ -337,10 +327,12 @@ def proposal_budgets() -> dict[str, list[str]]:
     benchmark too, and a checkpoint trained under another config is compared on the same knobs.
     """
     from benchmarks.common import REPO
+    from nasnet_det.config import leaf_keys, lookup
     from nasnet_det.detection import load_config
 
-    std, low = (_flat(load_config(str(REPO / NASNET_CONFIGS[w])))
-                for w in ("nasnet_large", "nasnet_large_lowproposals"))
+    std, low = ({k: lookup(cfg, k) for k in leaf_keys(cfg)}
+                for cfg in (load_config(str(REPO / NASNET_CONFIGS[w]))
+                            for w in ("nasnet_large", "nasnet_large_lowproposals")))
     keys = sorted(k for k in std if std[k] != low[k])
     return {"standard": [x for k in keys for x in (k, str(std[k]))],
             "lowproposals": [x for k in keys for x in (k, str(low[k]))]}
