@@ -6,6 +6,7 @@ tests/test_fault_corpus.py and tests/test_safe_loading.py.
 """
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class _Heads(nn.Module):
     def __init__(self, classes: int):
         super().__init__()
+        self.res5 = nn.Linear(4, 4)  # stands in for the ROI-head cells
         self.box_predictor = nn.Linear(4, classes)
 
 
@@ -43,7 +45,7 @@ def _save(state: dict, path: Path) -> str:
 def test_init_weights_must_cover_the_backbone(tmp_path):
     donor = TinyDetector().state_dict()
     few = {k: v for k, v in donor.items() if k.startswith(("backbone.0.", "roi_heads."))}
-    with pytest.raises(WeightsError, match=r"gives only 2 of the 20 backbone tensors.*convert_weights.py"):
+    with pytest.raises(WeightsError, match=r"gives only 4 of the 22 backbone and head-cell tensors.*convert_weights.py"):
         build_checkpointer(TinyDetector()).load(_save(few, tmp_path / "timm_like.pth"))
     model = TinyDetector()
     build_checkpointer(model).load(_save(donor, tmp_path / "full.pth"))
@@ -56,8 +58,47 @@ def test_init_allows_another_class_count_but_not_another_backbone(tmp_path, capl
     build_checkpointer(model).load(_save(donor, tmp_path / "coco.pth"))  # fine-tuning to 3 classes
     assert torch.equal(model.backbone[0].weight, donor["backbone.0.weight"])
     assert "head tensors have another shape" in caplog.text
-    with pytest.raises(WeightsError, match="backbone tensors have another shape"):
+    with pytest.raises(WeightsError, match="backbone or head-cell tensors have another shape"):
         build_checkpointer(TinyDetector(width=4)).load(_save(TinyDetector(width=8).state_dict(), tmp_path / "b.pth"))
+
+
+def _transfer_cfg(scope: str):
+    from detectron2.config import get_cfg
+
+    from nasnet_det.detection import add_nasnet_config
+
+    cfg = add_nasnet_config(get_cfg())
+    cfg.MODEL.NASNET.TRANSFER = scope
+    return cfg
+
+
+def test_transfer_backbone_leaves_the_head_cells_at_their_initialisation(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    donor = TinyDetector().state_dict()
+    path = _save(donor, tmp_path / "pretrained.pth")
+    model = TinyDetector()
+    initial = model.roi_heads.res5.weight.clone()
+    build_checkpointer(model, cfg=_transfer_cfg("backbone")).load(path)
+    assert torch.equal(model.backbone[9].weight, donor["backbone.9.weight"])
+    assert torch.equal(model.roi_heads.res5.weight, initial)
+    assert "ROI-head cells keep their initialisation (2 tensors" in caplog.text
+    model = TinyDetector()
+    build_checkpointer(model, cfg=_transfer_cfg("all")).load(path)
+    assert torch.equal(model.roi_heads.res5.weight, donor["roi_heads.res5.weight"])
+    # a file without the head cells is enough for "backbone"; resume and inference still load them all
+    backbone_only = _save({k: v for k, v in donor.items() if k.startswith("backbone.")}, tmp_path / "b.pth")
+    build_checkpointer(TinyDetector(), cfg=_transfer_cfg("backbone")).load(backbone_only)
+    model = TinyDetector()
+    build_checkpointer(model, cfg=_transfer_cfg("backbone"), weights_purpose="inference").load(path)
+    assert torch.equal(model.roi_heads.res5.weight, donor["roi_heads.res5.weight"])
+
+
+def test_a_bad_transfer_scope_is_a_config_error(tmp_path):
+    from nasnet_det.detection.config import load_config
+    from nasnet_det.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="MODEL.NASNET.TRANSFER = 'head'.*must be one of"):
+        load_config(str(ROOT / "configs" / "nasnet_demo_synthetic.yaml"), ["MODEL.NASNET.TRANSFER", "head"])
 
 
 def test_inference_weights_must_be_complete(tmp_path):
@@ -65,7 +106,7 @@ def test_inference_weights_must_be_complete(tmp_path):
     backbone_only = {k: v for k, v in donor.items() if k.startswith("backbone.")}
     path = _save(backbone_only, tmp_path / "backbone_only.pth")
     build_checkpointer(TinyDetector()).load(path)  # enough to start training from
-    with pytest.raises(WeightsError, match=r"lacks 2 of the model's 22 tensors"):
+    with pytest.raises(WeightsError, match=r"lacks 4 of the model's 24 tensors"):
         build_checkpointer(TinyDetector(), weights_purpose="inference").load(path)
     with pytest.raises(WeightsError, match="another shape"):
         build_checkpointer(TinyDetector(classes=5), weights_purpose="inference").load(_save(donor, tmp_path / "f.pth"))

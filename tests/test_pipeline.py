@@ -68,6 +68,11 @@ def test_a_pretraining_at_chance_is_a_warning():
     assert "random cell" in said[1] and "logs/pretrain_random.log" in said[1]
 
 
+def test_a_bad_transfer_scope_is_refused_before_any_stage_runs():
+    with pytest.raises(ConfigError, match="detect.transfer: must be one of .*'backbone'.*got 'heads'"):
+        load_config(None, ["detect.transfer", "heads"])
+
+
 def test_no_data_says_how_to_get_it(tmp_path):
     r = subprocess.run([sys.executable, "tools/run_pipeline.py", "--output", str(tmp_path / "run"),
                         "data.root", str(tmp_path / "none"), "data.torchvision_root", str(tmp_path)],
@@ -111,6 +116,9 @@ def test_tiny_pipeline_end_to_end(tmp_path):
             else:
                 value = json.loads(source.read_text())[cell["field"]]
             assert value == cell["value"] and text == fmt(value, decimals), (row, key)
+    saved = (out / "detect" / "searched" / "train" / "config.yaml").read_text()
+    assert summary["transfer"]["value"] == "backbone" and "TRANSFER: backbone" in saved
+    assert "transfer: MODEL.NASNET.TRANSFER = backbone" in table
     again = subprocess.run([sys.executable, "tools/run_pipeline.py", "--output", str(out), "--resume", *TINY],
                            cwd=REPO, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count("skipped") == 12, again.stdout

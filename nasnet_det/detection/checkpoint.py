@@ -48,6 +48,8 @@ LoadPurpose = Literal["init", "inference"]
 _ALWAYS_OPTIONAL = ("pixel_mean", "pixel_std")
 #: Parts of a detector that an ``init`` file need not provide (a classifier cannot).
 _HEAD_PREFIXES = ("proposal_generator.", "roi_heads.box_predictor.")
+#: The ROI-head cells, left at their initialisation by an ``init`` load with MODEL.NASNET.TRANSFER "backbone".
+_HEAD_CELL_PREFIX = "roi_heads.res5."
 #: ``init`` loads must give at least this share of the other tensors; a file of the right
 #: network gives 100%, a file of another network or format gives a few percent.
 MIN_INIT_COVERAGE = 0.9
@@ -191,7 +193,23 @@ class NASNetCheckpointer(DetectionCheckpointer):
         mapped, _dropped = classifier_to_detector_state_dict(state, self.cfg)
         return {"model": mapped, "__author__": "nasnet_det classifier", "matching_heuristics": False}
 
+    def _fresh_prefixes(self) -> tuple[str, ...]:
+        """Tensors this load leaves at their initialisation: the box head of an ``init`` load, and
+        its ROI-head cells too when the config says MODEL.NASNET.TRANSFER "backbone"."""
+        if self._purpose != "init":
+            return ()
+        backbone_only = self.cfg is not None and self.cfg.MODEL.NASNET.get("TRANSFER", "all") == "backbone"
+        return _HEAD_PREFIXES + ((_HEAD_CELL_PREFIX,) if backbone_only else ())
+
     def _load_model(self, checkpoint: dict):
+        fresh = self._fresh_prefixes()
+        if _HEAD_CELL_PREFIX in fresh:
+            model = checkpoint["model"]
+            skipped = [k for k in model if k.startswith(_HEAD_CELL_PREFIX)]
+            for key in skipped:
+                del model[key]
+            self.logger.info("MODEL.NASNET.TRANSFER=backbone: the ROI-head cells keep their initialisation "
+                             "(%d tensors of %s not loaded)", len(skipped), self._loading)
         incompatible = super()._load_model(checkpoint)
         self._check_fit(incompatible)
         return incompatible
@@ -218,19 +236,20 @@ class NASNetCheckpointer(DetectionCheckpointer):
                     f"{sorted(missing)[:3]}): it is not a full checkpoint of this detector, so part of the model "
                     "would stay random. Give a model_final.pth trained with this config.")
             return
-        body = [k for k in model_keys if not k.startswith(_HEAD_PREFIXES)]
-        body_wrong = sorted(k for k in wrong if not k.startswith(_HEAD_PREFIXES))
+        fresh = self._fresh_prefixes()
+        body = [k for k in model_keys if not k.startswith(fresh)]
+        body_wrong = sorted(k for k in wrong if not k.startswith(fresh))
         if body_wrong:
             have, want = wrong[body_wrong[0]]
-            raise WeightsError(f"{name!r}: {len(body_wrong)} backbone tensors have another shape than this model's, "
+            raise WeightsError(f"{name!r}: {len(body_wrong)} backbone or head-cell tensors have another shape than this model's, "
                                f"e.g. {body_wrong[0]}: {have} in the file vs {want} in the model (weights of another "
                                "network: MODEL.NASNET.* must describe the network the file was trained as).")
         matched = sum(k not in missing for k in body)
         if body and matched < MIN_INIT_COVERAGE * len(body):
-            raise WeightsError(f"{name!r} gives only {matched} of the {len(body)} backbone tensors of this detector "
+            raise WeightsError(f"{name!r} gives only {matched} of the {len(body)} backbone and head-cell tensors of this detector "
                                f"(at least {MIN_INIT_COVERAGE:.0%} needed): it is not detector weights for this "
                                f"network. {_CONVERT_HINT}")
-        head_wrong = sorted(k for k in wrong if k.startswith(_HEAD_PREFIXES))
+        head_wrong = sorted(k for k in wrong if k.startswith(fresh))
         if head_wrong:
             _logger.warning("%s: %d head tensors have another shape and keep their initialisation (fine-tuning to "
                             "another class count): %s", name, len(head_wrong), ", ".join(head_wrong))

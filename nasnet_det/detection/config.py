@@ -16,6 +16,7 @@ from detectron2.config import CfgNode as CN
 
 from .. import config as cfgsys
 from ..errors import ConfigError
+from ..weights.export import TRANSFER_SCOPES
 
 # norms the backbone and ROI head can be converted to (detectron2's get_norm names)
 SUPPORTED_NORMS = ("FrozenBN", "BN", "SyncBN", "nnSyncBN", "naiveSyncBN", "GN")
@@ -66,6 +67,13 @@ def add_nasnet_config(cfg: CN) -> CN:
     # alive instead of every cell's ~40 intermediate maps, for about one extra forward of compute.
     # Outputs, gradients and state_dict keys are unchanged; inert in eval. For batches that do not fit.
     _C.MODEL.NASNET.MEMORY_SAVING = False
+    # What MODEL.WEIGHTS initialises when training starts from it (resume and inference always load
+    # everything). "all": backbone and ROI-head cells, as TF's faster_rcnn_nas transfers an ImageNet
+    # checkpoint. "backbone": the ROI-head cells keep their initialisation. Why: cells pretrained as a
+    # classifier's last stage on small images can end with most channels below zero; after the final
+    # ReLU the pooled ROI features are then ~15x smaller than fresh cells' and the new box predictor
+    # barely learns (docs/pipeline.md, "Transfer").
+    _C.MODEL.NASNET.TRANSFER = "all"
 
     # Fixed (height, width) resize that ignores the aspect ratio, as TF's fixed_shape_resizer does.
     # (0, 0) = off: detectron2's ResizeShortestEdge with INPUT.MIN_SIZE_* / MAX_SIZE_*.
@@ -133,6 +141,8 @@ def _is_fixed_size(value: Any) -> bool:
 # (key, test, what the value must be): values that yacs' type check lets through but that fail
 # later (a negative iteration count trains nothing and exits 0) or deep inside detectron2.
 _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("MODEL.NASNET.TRANSFER", lambda v: v in TRANSFER_SCOPES,
+     f"must be one of {TRANSFER_SCOPES}: what MODEL.WEIGHTS initialises (backbone and ROI-head cells, or the backbone)"),
     ("SOLVER.MAX_ITER", lambda v: _is_int(v) and v > 0, "must be a positive integer (training iterations)"),
     ("SOLVER.BASE_LR", lambda v: isinstance(v, float) and v >= 0, "must be a number >= 0, such as 0.02"),
     ("SOLVER.IMS_PER_BATCH", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1 (images per batch)"),

@@ -15,6 +15,7 @@ from pathlib import Path
 from .. import config as cfgsys
 from ..config import Config
 from ..errors import ConfigError
+from ..weights.export import TRANSFER_SCOPES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,8 +44,9 @@ def _defaults() -> PipelineConfig:
     c.pretrain = PipelineConfig({"config": "configs/pretrain/cifar10_backbone.yaml", "epochs": 4.0,
                                  "max_steps": 0, "opts": []})
     # Stage 4: tools/run_demo.py (train + COCOEvaluator on held-out synthetic images), same iterations.
+    # transfer: the pretrained detectors' MODEL.NASNET.TRANSFER ("all" or "backbone"; docs/pipeline.md).
     c.detect = PipelineConfig({"config": "configs/nasnet_demo_synthetic.yaml", "max_iter": 200,
-                               "num_train": 400, "num_val": 100, "opts": []})
+                               "num_train": 400, "num_val": 100, "transfer": "backbone", "opts": []})
     c.threads = 2  # torch threads of pretraining and detection (the search has its own executor.workers)
     return c
 
@@ -73,6 +75,8 @@ def validate(cfg: PipelineConfig, where: str) -> PipelineConfig:
         raise ConfigError(f"{where}: pretrain.epochs / pretrain.max_steps: one of them must be > 0")
     if cfg.pretrain.max_steps < 0:
         raise ConfigError(f"{where}: pretrain.max_steps: must be >= 0, got {cfg.pretrain.max_steps}")
+    if cfg.detect.transfer not in TRANSFER_SCOPES:
+        raise ConfigError(f"{where}: detect.transfer: must be one of {TRANSFER_SCOPES}, got {cfg.detect.transfer!r}")
     for key in _FILES:
         if not resolve(cfgsys.lookup(cfg, key)).is_file():
             raise ConfigError(f"{where}: {key}: file {cfgsys.lookup(cfg, key)!r} does not exist")

@@ -141,6 +141,26 @@ def warnings(rows: dict[str, dict[str, dict]]) -> list[str]:
     return out
 
 
+def transfer_scope(out: Path) -> dict:
+    """What the pretrained detectors took from their weights (MODEL.NASNET.TRANSFER), read from the
+    config detectron2 saved for the searched cell's run: the AP comparisons mean different things for
+    "all" (backbone and ROI-head cells pretrained) and "backbone" (ROI-head cells trained from init)."""
+    import yaml
+
+    path = out / "detect" / "searched" / "train" / "config.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise PipelineError(f"report: cannot read {path} ({err}); rerun the detect step") from None
+    return _value(saved["MODEL"]["NASNET"].get("TRANSFER", "all"), path, "MODEL.NASNET.TRANSFER")
+
+
+def transfer_note(scope: dict) -> str:
+    what = ("backbone and ROI-head cells" if scope["value"] == "all" else
+            "the backbone only; their ROI-head cells start from initialisation, as in the scratch run")
+    return f"transfer: MODEL.NASNET.TRANSFER = {scope['value']}: the pretrained detectors take {what}"
+
+
 def table_markdown(rows: dict[str, dict[str, dict]], stages: dict[str, float], notes: list[str]) -> str:
     head = "| backbone | " + " | ".join(h for h, _ in COLUMNS.values()) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
@@ -184,7 +204,8 @@ def write_report(out: str | Path) -> dict[str, str]:
     out = Path(out)
     rows = collect(out)
     stages = stage_seconds(out)
-    notes = warnings(rows) + comparisons(rows) + [
+    scope = transfer_scope(out)
+    notes = warnings(rows) + comparisons(rows) + [transfer_note(scope)] + [
         "proxy acc.: the search's reward of the searched cell (only it is trained by the search); "
         "pretrain top-1: EMA weights on the CIFAR-10 test images; AP/AP50: COCOEvaluator on the held-out "
         "synthetic images; params/MACs: the pretrained classifier without aux head, MACs of one image at "
@@ -194,6 +215,6 @@ def write_report(out: str | Path) -> dict[str, str]:
     atomic_write_text(paths["table"], table)
     plot(rows, paths["plot"])
     atomic_write_json(paths["summary"], {"rows": rows, "stage_seconds": stages, "comparisons": comparisons(rows),
-                                         "warnings": warnings(rows),
+                                         "warnings": warnings(rows), "transfer": scope,
                                          "table": str(paths["table"]), "plot": str(paths["plot"])})
     return {k: str(v) for k, v in paths.items()}

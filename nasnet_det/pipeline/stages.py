@@ -115,7 +115,7 @@ def detect_argv(cfg: PipelineConfig, out: Path, run: str, backbone: Backbone) ->
             "--num-train", str(d.num_train), "--num-val", str(d.num_val), "--threads", str(cfg.threads),
             *backbone_opts(cfg, backbone.genotype, detector=True), "SOLVER.MAX_ITER", str(d.max_iter)]
     if backbone.pretrained:
-        argv += ["MODEL.WEIGHTS", str(weights_path(out, backbone.pretrained))]
+        argv += ["MODEL.WEIGHTS", str(weights_path(out, backbone.pretrained)), "MODEL.NASNET.TRANSFER", d.transfer]
     return argv + opts_words(d.opts)
 
 

@@ -22,6 +22,9 @@ from .io import WeightsError
 
 # Detector parameters that a classifier checkpoint cannot provide (detectron2 initialises them).
 DETECTOR_ONLY_PREFIXES = ("proposal_generator.", "roi_heads.box_predictor.", "pixel_mean", "pixel_std")
+#: What such a file initialises when a detector starts training from it (MODEL.NASNET.TRANSFER):
+#: backbone and ROI-head cells, or the backbone alone (nasnet_det.detection.checkpoint).
+TRANSFER_SCOPES = ("all", "backbone")
 
 
 @dataclass
