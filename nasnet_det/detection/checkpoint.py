@@ -211,6 +211,9 @@ class NASNetCheckpointer(DetectionCheckpointer):
             self.logger.info("MODEL.NASNET.TRANSFER=backbone: the ROI-head cells keep their initialisation "
                              "(%d tensors of %s not loaded)", len(skipped), self._loading)
         incompatible = super()._load_model(checkpoint)
+        if _HEAD_CELL_PREFIX in fresh:  # left out on purpose (logged above), not worth a warning per tensor
+            incompatible = incompatible._replace(
+                missing_keys=[k for k in incompatible.missing_keys if not k.startswith(_HEAD_CELL_PREFIX)])
         self._check_fit(incompatible)
         return incompatible
 
