@@ -45,7 +45,7 @@ def _save(state: dict, path: Path) -> str:
 def test_init_weights_must_cover_the_backbone(tmp_path):
     donor = TinyDetector().state_dict()
     few = {k: v for k, v in donor.items() if k.startswith(("backbone.0.", "roi_heads."))}
-    with pytest.raises(WeightsError, match=r"gives only 4 of the 22 backbone and head-cell tensors.*convert_weights.py"):
+    with pytest.raises(WeightsError, match=r"gives only 4 of the 22 backbone and head-cell tensors.*convert_weights"):
         build_checkpointer(TinyDetector()).load(_save(few, tmp_path / "timm_like.pth"))
     model = TinyDetector()
     build_checkpointer(model).load(_save(donor, tmp_path / "full.pth"))

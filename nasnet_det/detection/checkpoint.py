@@ -244,14 +244,15 @@ class NASNetCheckpointer(DetectionCheckpointer):
         body_wrong = sorted(k for k in wrong if not k.startswith(fresh))
         if body_wrong:
             have, want = wrong[body_wrong[0]]
-            raise WeightsError(f"{name!r}: {len(body_wrong)} backbone or head-cell tensors have another shape than this model's, "
-                               f"e.g. {body_wrong[0]}: {have} in the file vs {want} in the model (weights of another "
-                               "network: MODEL.NASNET.* must describe the network the file was trained as).")
+            raise WeightsError(f"{name!r}: {len(body_wrong)} backbone or head-cell tensors have another shape than "
+                               f"this model's, e.g. {body_wrong[0]}: {have} in the file vs {want} in the model "
+                               "(weights of another network: MODEL.NASNET.* must describe the network the file "
+                               "was trained as).")
         matched = sum(k not in missing for k in body)
         if body and matched < MIN_INIT_COVERAGE * len(body):
-            raise WeightsError(f"{name!r} gives only {matched} of the {len(body)} backbone and head-cell tensors of this detector "
-                               f"(at least {MIN_INIT_COVERAGE:.0%} needed): it is not detector weights for this "
-                               f"network. {_CONVERT_HINT}")
+            raise WeightsError(f"{name!r} gives only {matched} of the {len(body)} backbone and head-cell tensors of "
+                               f"this detector (at least {MIN_INIT_COVERAGE:.0%} needed): it is not detector weights "
+                               f"for this network. {_CONVERT_HINT}")
         head_wrong = sorted(k for k in wrong if k.startswith(fresh))
         if head_wrong:
             _logger.warning("%s: %d head tensors have another shape and keep their initialisation (fine-tuning to "

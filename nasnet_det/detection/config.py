@@ -142,7 +142,8 @@ def _is_fixed_size(value: Any) -> bool:
 # later (a negative iteration count trains nothing and exits 0) or deep inside detectron2.
 _RANGE_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("MODEL.NASNET.TRANSFER", lambda v: v in TRANSFER_SCOPES,
-     f"must be one of {TRANSFER_SCOPES}: what MODEL.WEIGHTS initialises (backbone and ROI-head cells, or the backbone)"),
+     f"must be one of {TRANSFER_SCOPES}: what MODEL.WEIGHTS initialises (backbone and ROI-head cells, "
+     "or the backbone)"),
     ("SOLVER.MAX_ITER", lambda v: _is_int(v) and v > 0, "must be a positive integer (training iterations)"),
     ("SOLVER.BASE_LR", lambda v: isinstance(v, float) and v >= 0, "must be a number >= 0, such as 0.02"),
     ("SOLVER.IMS_PER_BATCH", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1 (images per batch)"),
