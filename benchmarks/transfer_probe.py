@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""What a detector weights file hands the box classifier: pooled ROI-head features, fresh vs loaded.
+
+    python benchmarks/transfer_probe.py --config-file configs/nasnet_demo_synthetic.yaml \\
+        --dataset-json output/demo/data/annotations/train.json --image-root output/demo/data/train \\
+        --weights output/pipeline/export/searched.pkl MODEL.NASNET.GENOTYPE output/pipeline/genotypes/searched.json
+
+A diagnostic, not a test (docs/pipeline.md, "Transfer"). The ground-truth boxes of the first
+``--images`` images go through the backbone, the ROI pooler and the ROI-head cells (training-mode
+BN, as fine-tuning runs them), then the spatial mean the box predictor reads. Printed for three
+initialisations of the same detector: all fresh (the config's seed), the weights file loaded
+(MODEL.NASNET.TRANSFER all) and the file's backbone with fresh ROI-head cells (TRANSFER backbone):
+the mean |feature| of the backbone output and of the pooled ROI features, and the share of ROI
+channels that are zero for every box. A pooled feature much smaller than the fresh one means a new
+linear box classifier gets a gradient that much smaller and learns that much slower.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _batch(dataset_json: str, image_root: str, count: int, size: tuple[int, int]):
+    """The first ``count`` images resized to ``size`` (h, w) and their boxes, scaled alike."""
+    import cv2
+    from detectron2.structures import Boxes
+
+    data = json.loads(Path(dataset_json).read_text())
+    by_image: dict[int, list] = {}
+    for a in data["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a["bbox"])
+    images, boxes = [], []
+    for info in [im for im in data["images"] if by_image.get(im["id"])][:count]:
+        bgr = cv2.imread(os.path.join(image_root, info["file_name"]))
+        if bgr is None:
+            raise SystemExit(f"error: cannot read image {info['file_name']!r} under {image_root}")
+        sy, sx = size[0] / bgr.shape[0], size[1] / bgr.shape[1]
+        images.append(torch.from_numpy(cv2.resize(bgr, (size[1], size[0]))[:, :, ::-1].copy()).permute(2, 0, 1))
+        xyxy = [[x * sx, y * sy, (x + w) * sx, (y + h) * sy] for x, y, w, h in by_image[info["id"]]]
+        boxes.append(Boxes(torch.tensor(xyxy)))
+    return torch.stack(images).float(), boxes
+
+
+@torch.no_grad()
+def probe(model, images: torch.Tensor, boxes) -> dict[str, float]:
+    model.train()  # batch statistics, as fine-tuning runs the BNs
+    x = (images - model.pixel_mean) / model.pixel_std
+    features = model.backbone(x)
+    heads = model.roi_heads
+    pooled = heads.pooler([features[k] for k in heads.in_features], boxes)
+    roi = heads.res5(pooled).mean(dim=(2, 3))
+    backbone_out = features[heads.in_features[0]]
+    return {"backbone_abs_mean": backbone_out.abs().mean().item(), "roi_abs_mean": roi.abs().mean().item(),
+            "roi_dead_channels": (roi.abs().amax(0) == 0).float().mean().item(), "rois": roi.shape[0]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--weights", required=True, help="the detector weights file (e.g. an export-d2 .pkl)")
+    p.add_argument("--dataset-json", required=True, help="COCO-format json whose boxes are probed")
+    p.add_argument("--image-root", required=True)
+    p.add_argument("--images", type=int, default=8)
+    p.add_argument("opts", nargs="*", help="detectron2 KEY VALUE overrides")
+    args = p.parse_args(argv)
+    from detectron2.modeling import build_model
+
+    import nasnet_det.detection  # noqa: F401  (first: registers the NASNet parts; detectron2 imports after it)
+    from nasnet_det.detection.checkpoint import NASNetCheckpointer
+    from nasnet_det.detection.config import load_config
+
+    rows = {}
+    for name, transfer in (("fresh", None), ("loaded, TRANSFER all", "all"), ("loaded, TRANSFER backbone", "backbone")):
+        cfg = load_config(args.config_file, [*args.opts, "MODEL.DEVICE", "cpu", "MODEL.NASNET.TRANSFER",
+                                             transfer or "all"])
+        torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)
+        model = build_model(cfg)
+        if transfer:
+            NASNetCheckpointer(model, cfg=cfg).load(args.weights)
+        size = tuple(cfg.INPUT.FIXED_SIZE_TEST) if cfg.INPUT.FIXED_SIZE_TEST[0] else (cfg.INPUT.MIN_SIZE_TEST,) * 2
+        images, boxes = _batch(args.dataset_json, args.image_root, args.images, size)
+        rows[name] = probe(model, images, boxes)
+    print(f"{'initialisation':28s} {'|backbone out|':>15s} {'|pooled ROI|':>13s} {'dead ROI ch.':>13s}")
+    for name, r in rows.items():
+        print(f"{name:28s} {r['backbone_abs_mean']:15.3f} {r['roi_abs_mean']:13.3f} {r['roi_dead_channels']:13.1%}")
+    print(f"({rows['fresh']['rois']} ground-truth boxes of {args.images} images)")
+
+
+if __name__ == "__main__":
+    main()
