@@ -71,11 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=8)
     p.add_argument("opts", nargs="*", help="detectron2 KEY VALUE overrides")
     args = p.parse_args(argv)
-    from detectron2.modeling import build_model
-
-    import nasnet_det.detection  # noqa: F401  (first: registers the NASNet parts; detectron2 imports after it)
+    import nasnet_det.detection  # noqa: F401  (first: registers the plugin and the stand-in for detectron2._C)
     from nasnet_det.detection.checkpoint import NASNetCheckpointer
     from nasnet_det.detection.config import load_config
+
+    # isort: split
+    from detectron2.modeling import build_model
 
     rows = {}
     for name, transfer in (("fresh", None), ("loaded, TRANSFER all", "all"), ("loaded, TRANSFER backbone", "backbone")):
