@@ -1,9 +1,12 @@
 #!/usr/bin/env python
 """What a detector weights file hands the box classifier: pooled ROI-head features, fresh vs loaded.
 
+    # after `make pipeline` (output/pipeline): the searched cell's exported weights on its detector's data
     python benchmarks/transfer_probe.py --config-file configs/nasnet_demo_synthetic.yaml \\
-        --dataset-json output/demo/data/annotations/train.json --image-root output/demo/data/train \\
-        --weights output/pipeline/export/searched.pkl MODEL.NASNET.GENOTYPE output/pipeline/genotypes/searched.json
+        --weights output/pipeline/export/searched.pkl \\
+        --dataset-json output/pipeline/detect/searched/data/annotations/train.json \\
+        --image-root output/pipeline/detect/searched/data/train \\
+        MODEL.NASNET.GENOTYPE output/pipeline/genotypes/searched.json
 
 A diagnostic, not a test (docs/pipeline.md, "Transfer"). The ground-truth boxes of the first
 ``--images`` images go through the backbone, the ROI pooler and the ROI-head cells (training-mode
