@@ -9,7 +9,8 @@ deployment runtimes (ONNX Runtime, OpenVINO) on the same weights.
 Contenders per model: ``timm`` (its default NCHW fp32 eager model; the named peer of every ratio),
 ``ours`` (plain eval model), ``ours_fast`` (``optimize_for_inference``: BN folded, channels_last,
 shared ReLUs; fp32), with ``--compile`` ``ours_compiled`` (``optimize_for_inference(compile=True)``:
-inductor with freezing; its first call, the compilation, is timed apart as ``compile_s``), with
+inductor with freezing; its first call, the compilation, is timed apart as ``compile_s``; with
+``--cpp-wrapper`` also ``ours_compiled_cpp``, the same plus inductor's ``cpp_wrapper``), with
 ``--bf16`` ``ours_bf16``, and with ``--runtimes`` each runtime on two ONNX files of the same
 weights: ``<rt>_ours_onnx`` (``nasnet_det.deploy.export_classifier``) and ``<rt>_timm_onnx`` (timm's
 model through ``torch.onnx.export``), ``rt`` = ``ort`` (ONNX Runtime, fp32) or ``ov`` (OpenVINO fp32;
@@ -47,7 +48,7 @@ def _agree(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def run_model(name: str, batches: list[int], iters: int | None, memory: bool, timing: bool, bf16: bool,
               compiled: bool = False, runtimes: Sequence[str] = (), threads: int | None = None,
-              check_images: int = 4, device: str = "cpu") -> list[dict[str, Any]]:
+              check_images: int = 4, device: str = "cpu", cpp_wrapper: bool = False) -> list[dict[str, Any]]:
     size = SIZES[name]
     if not timing:  # memory only: every number comes from fresh subprocesses
         names = ((["timm"] if name in builders.TIMM_PEERS else []) + ["ours", "ours_fast"]
@@ -73,6 +74,8 @@ def run_model(name: str, batches: list[int], iters: int | None, memory: bool, ti
         models["ours_bf16"] = optimize_for_inference(ours, bf16=True)
     if compiled:
         models["ours_compiled"] = optimize_for_inference(ours, compile=True)
+    if cpp_wrapper:
+        models["ours_compiled_cpp"] = optimize_for_inference(ours, compile=True, compile_options={"cpp_wrapper": True})
     if peer is not None:
         models = {"timm": peer.eval(), **models}
     folder = tempfile.TemporaryDirectory(prefix="bench_onnx_")
@@ -117,7 +120,7 @@ def _run_batch(name: str, size: int, batch: int, models: dict[str, torch.nn.Modu
     outs: dict[str, torch.Tensor] = {}
     for k, m in models.items():
         facts[k] = {"runtime": "torch", "export": "-", "precision": "bf16" if k.endswith("_bf16") else "fp32"}
-        if k == "ours_compiled":
+        if k.startswith("ours_compiled"):
             facts[k].update(_time_compilation(m, x))
         with torch.inference_mode():
             outs[k] = torch.cat([m(c).float().cpu() for c in checks])
@@ -144,7 +147,7 @@ def _run_batch(name: str, size: int, batch: int, models: dict[str, torch.nn.Modu
         if "timm" in outs:
             row["rel_diff_vs_timm"] = _rel(outs[k], outs["timm"])
             row["top1_agree_vs_timm"] = _agree(outs[k], outs["timm"])
-        if memory and facts[k]["runtime"] == "torch" and k != "ours_compiled":
+        if memory and facts[k]["runtime"] == "torch" and not k.startswith("ours_compiled"):
             kw = dict(name=name, impl="timm" if k == "timm" else "ours", batch=batch, size=size,
                       optimized=k.startswith("ours_"), bf16=k == "ours_bf16")
             row["memory"] = common.measure_memory("benchmarks.builders:classifier", kw)
@@ -168,7 +171,7 @@ def _time_compilation(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Any]
     _infer(model, x)
     seconds = time.perf_counter() - t0
     delta = {k: v - before.get(k, 0) for k, v in counters["inductor"].items() if k.startswith("fxgraph_cache")}
-    print(f"   ours_compiled: first call (compilation) {seconds:.1f} s, FX graph cache {delta}", flush=True)
+    print(f"   compiled contender: first call (compilation) {seconds:.1f} s, FX graph cache {delta}", flush=True)
     return {"compile_s": seconds, "fx_graph_cache": delta}
 
 
@@ -220,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bf16", action="store_true",
                    help="also time the bf16 paths (ours: autocast; OpenVINO: precision hint), where the CPU has bf16")
     p.add_argument("--compile", action="store_true", help="also time optimize_for_inference(compile=True)")
+    p.add_argument("--cpp-wrapper", action="store_true",
+                   help="also time compile=True with inductor's cpp_wrapper (a much longer first compilation)")
     p.add_argument("--runtimes", nargs="*", default=[], choices=list(RUNTIME_SHORT),
                    help="deployment runtimes to time on ONNX exports of the same weights (the deploy extra)")
     p.add_argument("--check-images", type=int, default=4,
@@ -242,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in args.models:
         rows += run_model(name, args.batches, args.iters, not args.no_memory, not args.memory_only, bf16,
-                          args.compile, args.runtimes, args.threads, args.check_images, args.device)
+                          args.compile, args.runtimes, args.threads, args.check_images, args.device,
+                          args.cpp_wrapper)
     table = common.print_table(rows, COLUMNS)
     lines = ratios(rows)
     print("\n".join(lines), flush=True)

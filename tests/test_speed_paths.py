@@ -292,6 +292,8 @@ def test_compiled_cells_match_plain():
 def test_compile_mode_is_checked():
     with pytest.raises(ValueError, match="compile='graph'"):
         optimize_for_inference(MODELS["cifar"](), compile="graph")
+    with pytest.raises(ValueError, match="compile_options=.*without compile"):
+        optimize_for_inference(MODELS["cifar"](), compile_options={"cpp_wrapper": True})
 
 
 def test_rejects_non_nasnet():
