@@ -20,8 +20,6 @@ linear box classifier gets a gradient that much smaller and learns that much slo
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -32,23 +30,21 @@ sys.path.insert(0, str(ROOT))
 
 
 def _batch(dataset_json: str, image_root: str, count: int, size: tuple[int, int]):
-    """The first ``count`` images resized to ``size`` (h, w) and their boxes, scaled alike."""
+    """The first ``count`` annotated images (detectron2's COCO reader) resized to ``size`` (h, w),
+    RGB, and their boxes scaled alike."""
     import cv2
-    from detectron2.structures import Boxes
+    from detectron2.data.datasets import load_coco_json
+    from detectron2.data.detection_utils import read_image
+    from detectron2.structures import Boxes, BoxMode
 
-    data = json.loads(Path(dataset_json).read_text())
-    by_image: dict[int, list] = {}
-    for a in data["annotations"]:
-        by_image.setdefault(a["image_id"], []).append(a["bbox"])
+    records = [r for r in load_coco_json(dataset_json, image_root) if r["annotations"]][:count]
     images, boxes = [], []
-    for info in [im for im in data["images"] if by_image.get(im["id"])][:count]:
-        bgr = cv2.imread(os.path.join(image_root, info["file_name"]))
-        if bgr is None:
-            raise SystemExit(f"error: cannot read image {info['file_name']!r} under {image_root}")
-        sy, sx = size[0] / bgr.shape[0], size[1] / bgr.shape[1]
-        images.append(torch.from_numpy(cv2.resize(bgr, (size[1], size[0]))[:, :, ::-1].copy()).permute(2, 0, 1))
-        xyxy = [[x * sx, y * sy, (x + w) * sx, (y + h) * sy] for x, y, w, h in by_image[info["id"]]]
-        boxes.append(Boxes(torch.tensor(xyxy)))
+    for r in records:
+        rgb = read_image(r["file_name"], format="RGB")
+        sy, sx = size[0] / rgb.shape[0], size[1] / rgb.shape[1]
+        images.append(torch.from_numpy(cv2.resize(rgb, (size[1], size[0]))).permute(2, 0, 1))
+        xyxy = torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in r["annotations"]])
+        boxes.append(Boxes(xyxy * torch.tensor([sx, sy, sx, sy])))
     return torch.stack(images).float(), boxes
 
 
@@ -65,7 +61,7 @@ def probe(model, images: torch.Tensor, boxes) -> dict[str, float]:
             "roi_dead_channels": (roi.abs().amax(0) == 0).float().mean().item(), "rois": roi.shape[0]}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--config-file", required=True)
     p.add_argument("--weights", required=True, help="the detector weights file (e.g. an export-d2 .pkl)")
@@ -74,6 +70,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=8)
     p.add_argument("opts", nargs="*", help="detectron2 KEY VALUE overrides")
     args = p.parse_args(argv)
+    from nasnet_det.errors import NASNetError
+
+    for flag, path in (("--dataset-json", args.dataset_json), ("--image-root", args.image_root)):
+        if not Path(path).exists():
+            print(f"error: {flag} {path!r} does not exist", file=sys.stderr)
+            return 2
+    try:
+        rows = probe_initialisations(args.config_file, args.weights, args.dataset_json, args.image_root,
+                                     args.images, args.opts)
+    except NASNetError as err:  # a bad config key or weights file: one line, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{'initialisation':28s} {'|backbone out|':>15s} {'|pooled ROI|':>13s} {'dead ROI ch.':>13s}")
+    for name, r in rows.items():
+        print(f"{name:28s} {r['backbone_abs_mean']:15.3f} {r['roi_abs_mean']:13.3f} {r['roi_dead_channels']:13.1%}")
+    print(f"({rows['fresh']['rois']} ground-truth boxes of {args.images} images)")
+    return 0
+
+
+def probe_initialisations(config_file: str, weights: str, dataset_json: str, image_root: str, count: int,
+                          opts: list[str]) -> dict[str, dict[str, float]]:
+    """:func:`probe` of the same detector fresh, with ``weights`` loaded (TRANSFER all) and with their
+    backbone only (TRANSFER backbone), on the same images."""
     import nasnet_det.detection  # noqa: F401  (first: registers the plugin and the stand-in for detectron2._C)
     from nasnet_det.detection.checkpoint import NASNetCheckpointer
     from nasnet_det.detection.config import load_config
@@ -81,22 +100,19 @@ def main(argv: list[str] | None = None) -> None:
     # isort: split
     from detectron2.modeling import build_model
 
-    rows = {}
+    rows, batch = {}, None
     for name, transfer in (("fresh", None), ("loaded, TRANSFER all", "all"), ("loaded, TRANSFER backbone", "backbone")):
-        cfg = load_config(args.config_file, [*args.opts, "MODEL.DEVICE", "cpu", "MODEL.NASNET.TRANSFER",
-                                             transfer or "all"])
+        cfg = load_config(config_file, [*opts, "MODEL.DEVICE", "cpu", "MODEL.NASNET.TRANSFER", transfer or "all"])
+        if batch is None:
+            fixed = tuple(cfg.INPUT.FIXED_SIZE_TEST)
+            batch = _batch(dataset_json, image_root, count, fixed if fixed[0] else (cfg.INPUT.MIN_SIZE_TEST,) * 2)
         torch.manual_seed(cfg.SEED if cfg.SEED >= 0 else 0)
         model = build_model(cfg)
         if transfer:
-            NASNetCheckpointer(model, cfg=cfg).load(args.weights)
-        size = tuple(cfg.INPUT.FIXED_SIZE_TEST) if cfg.INPUT.FIXED_SIZE_TEST[0] else (cfg.INPUT.MIN_SIZE_TEST,) * 2
-        images, boxes = _batch(args.dataset_json, args.image_root, args.images, size)
-        rows[name] = probe(model, images, boxes)
-    print(f"{'initialisation':28s} {'|backbone out|':>15s} {'|pooled ROI|':>13s} {'dead ROI ch.':>13s}")
-    for name, r in rows.items():
-        print(f"{name:28s} {r['backbone_abs_mean']:15.3f} {r['roi_abs_mean']:13.3f} {r['roi_dead_channels']:13.1%}")
-    print(f"({rows['fresh']['rois']} ground-truth boxes of {args.images} images)")
+            NASNetCheckpointer(model, cfg=cfg).load(weights)
+        rows[name] = probe(model, *batch)
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -214,11 +214,12 @@ class NASNetCheckpointer(DetectionCheckpointer):
         if _HEAD_CELL_PREFIX in fresh:  # left out on purpose (logged above), not worth a warning per tensor
             incompatible = incompatible._replace(
                 missing_keys=[k for k in incompatible.missing_keys if not k.startswith(_HEAD_CELL_PREFIX)])
-        self._check_fit(incompatible)
+        self._check_fit(incompatible, fresh)
         return incompatible
 
-    def _check_fit(self, incompatible) -> None:
-        """Raise one WeightsError when the file does not fit this load's purpose."""
+    def _check_fit(self, incompatible, fresh: tuple[str, ...]) -> None:
+        """Raise one WeightsError when the file does not fit this load's purpose (``fresh``: the prefixes
+        it leaves at their initialisation, from ``_fresh_prefixes``)."""
         model_keys = [k for k in self.model.state_dict() if not _optional(k)]
         missing = {k for k in incompatible.missing_keys if not _optional(k)}
         wrong = {k: (tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes if not _optional(k)}
@@ -239,7 +240,6 @@ class NASNetCheckpointer(DetectionCheckpointer):
                     f"{sorted(missing)[:3]}): it is not a full checkpoint of this detector, so part of the model "
                     "would stay random. Give a model_final.pth trained with this config.")
             return
-        fresh = self._fresh_prefixes()
         body = [k for k in model_keys if not k.startswith(fresh)]
         body_wrong = sorted(k for k in wrong if not k.startswith(fresh))
         if body_wrong:

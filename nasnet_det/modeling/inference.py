@@ -157,11 +157,12 @@ def optimize_for_inference(
     model.set_inference_options(channels_last=channels_last, bf16=bf16)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    options = {**COMPILE_OPTIONS, **(compile_options or {})}
     if mode == "model":
-        model.compile(backend="inductor", options={**COMPILE_OPTIONS, **(compile_options or {})})
+        model.compile(backend="inductor", options=options)
     elif mode == "cells":
         for cell in model.cells:
-            cell.compile(backend="inductor", options={**COMPILE_OPTIONS, **(compile_options or {})})
+            cell.compile(backend="inductor", options=options)
     return model
 
 
