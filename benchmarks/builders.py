@@ -251,8 +251,11 @@ def _pin_proposals(model: torch.nn.Module, count: int, seed: int, size: int) -> 
 
 
 def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0,
-                   proposals: int | None = None, bf16: bool = False) -> torch.nn.Module:
-    """A detector in eval mode whose RPN yields exactly its config's test proposal count (see ``_pin_proposals``)."""
+                   proposals: int | None = None, bf16: bool = False, compiled: bool = False) -> torch.nn.Module:
+    """A detector in eval mode whose RPN yields exactly its config's test proposal count (see ``_pin_proposals``).
+
+    ``optimized``: ``optimize_detector_for_inference``; ``compiled`` also compiles its cells (inductor).
+    """
     from detectron2.modeling import build_model
 
     import nasnet_det.detection  # noqa: F401  (see detector_cfg)
@@ -264,7 +267,7 @@ def detector_model(which: str, size: int, optimized: bool = False, seed: int = 0
     if optimized and which != "r50_c4":
         from nasnet_det.modeling.inference import optimize_detector_for_inference
 
-        optimize_detector_for_inference(model, bf16=bf16)
+        optimize_detector_for_inference(model, bf16=bf16, compile=compiled)
     return model
 
 

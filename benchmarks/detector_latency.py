@@ -16,6 +16,10 @@ TF-config 50. A second R50-C4 row runs with NASNet's proposal count, to separate
 from the proposal budget.
 R50-C4: ``COCO-Detection/faster_rcnn_R_50_C4_1x.yaml`` from detectron2's model zoo, MODEL.DEVICE cpu.
 
+With ``--compile`` a ``_compiled`` row runs ``optimize_detector_for_inference(compile=True)``
+(each cell compiled by inductor; its first call, the compilation, is timed apart and not in the
+median).
+
 With ``--runtimes onnxruntime openvino`` the plain NASNet detector (the same object, same weights,
 same pinned proposals) is exported once to ONNX (``nasnet_det.deploy.detector.export_detector``)
 and each runtime runs it through ``ExportedDetector`` (``--threads`` intra-op threads), with a
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from typing import Any, Sequence
 
 import torch
@@ -85,7 +90,7 @@ def _agreement(got: list[dict], ref: list[dict]) -> dict[str, Any]:
 
 
 def run(which: str, iters: int, memory: bool, timing: bool, runtimes: Sequence[str] = (), bf16: bool = False,
-        threads: int | None = None) -> list[dict[str, Any]]:
+        threads: int | None = None, compiled: bool = False) -> list[dict[str, Any]]:
     det = NASNETS[which]
     size = builders.configured_test_size(det)
     nasnet_proposals, zoo_proposals = (int(builders.detector_cfg(w, size).MODEL.RPN.POST_NMS_TOPK_TEST)
@@ -94,11 +99,15 @@ def run(which: str, iters: int, memory: bool, timing: bool, runtimes: Sequence[s
                   f"{det}_fast": dict(which=det, optimized=True, proposals=nasnet_proposals),
                   **({f"{det}_bf16": dict(which=det, optimized=True, proposals=nasnet_proposals, bf16=True)}
                      if bf16 else {}),
+                  **({f"{det}_compiled": dict(which=det, optimized=True, proposals=nasnet_proposals, compiled=True)}
+                     if compiled else {}),
                   f"r50_c4_{nasnet_proposals}p": dict(which="r50_c4", optimized=False, proposals=nasnet_proposals),
                   "r50_c4": dict(which="r50_c4", optimized=False, proposals=zoo_proposals)}
     if not timing:
         rows = []
         for k, kw in contenders.items():
+            if kw.get("compiled"):
+                continue  # compiled code's memory is inductor's, measured apart from ours
             mem = common.measure_memory("benchmarks.builders:detector", dict(size=size, **kw))
             print(f"   memory {k} @{size}: {mem}", flush=True)
             rows.append({"detector": k, "size": size, "memory": mem, "peak_mb": mem["peak_mb"],
@@ -113,7 +122,13 @@ def run(which: str, iters: int, memory: bool, timing: bool, runtimes: Sequence[s
         steps = {det: steps[det], **{k: v[0] for k, v in exported.items()},
                  **{k: v for k, v in steps.items() if k != det}}
         facts.update({k: v[1] for k, v in exported.items()})
-    outs = {k: s() for k, s in steps.items()}  # warm-up
+    outs = {}
+    for k, s in steps.items():  # warm-up; the compiled contender compiles here
+        t0 = time.perf_counter()
+        outs[k] = s()
+        if k.endswith("_compiled"):
+            facts[k]["compile_s"] = time.perf_counter() - t0
+            print(f"   {k}: first call (compilation) {facts[k]['compile_s']:.1f} s", flush=True)
     print(f"== detectors @ {size}x{size}: {iters} alternating runs of {list(steps)}", flush=True)
     timings = common.time_alternating(steps, iters, warmup=0) if timing else {}
     folder.cleanup()
@@ -130,7 +145,7 @@ def run(which: str, iters: int, memory: bool, timing: bool, runtimes: Sequence[s
         if timings:
             row.update(ms=1e3 * timings[k].wall_median, cpu_ms=1e3 * timings[k].cpu_median,
                        runs=timings[k].as_dict())
-        if memory and k in contenders:
+        if memory and k in contenders and not kw.get("compiled"):
             row["memory"] = common.measure_memory("benchmarks.builders:detector", dict(size=size, **kw))
             row["peak_mb"], row["delta_mb"] = row["memory"]["peak_mb"], row["memory"]["delta_mb"]
         rows.append(row)
@@ -211,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runtimes", nargs="*", default=[], choices=list(RUNTIME_SHORT),
                    help="also run the plain NASNet detector exported to ONNX in these runtimes (the deploy extra)")
     p.add_argument("--bf16", action="store_true", help="also the bf16 paths (ours, OpenVINO), where the CPU has bf16")
+    p.add_argument("--compile", action="store_true",
+                   help="also optimize_detector_for_inference(compile=True) (cells compiled by inductor)")
     p.add_argument("--config-file", help="with --lowproposals and --weights: a trained detector's config")
     p.add_argument("--weights", help="with --lowproposals and --config-file: that detector's checkpoint")
     p.add_argument("--images", help="with --weights: a folder or glob of images to run on")
@@ -248,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = []
     for w in args.which:
-        rows += run(w, args.iters or 3, not args.no_memory, not args.memory_only, args.runtimes, bf16, args.threads)
+        rows += run(w, args.iters or 3, not args.no_memory, not args.memory_only, args.runtimes, bf16, args.threads,
+                    args.compile)
     table = common.print_table(rows, COLUMNS)
     common.write_json("detector_latency" + args.tag, {"rows": rows, "table": table, "argv": sys.argv}, args.out)
 

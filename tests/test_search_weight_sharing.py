@@ -3,6 +3,7 @@ SIGKILLed search resumes to exactly what the uninterrupted one produces."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -221,3 +222,29 @@ def test_cost_limit_and_front_in_weight_sharing_mode(tmp_path):
     final_ok = [t.reward for t in final if t.status == "ok"]  # summary.json speaks of the ranked phase too
     assert report["ranked_trials"] == len(final_ok) and report["best_reward"] == max(final_ok)
     assert report["mean_reward"] == pytest.approx(sum(final_ok) / len(final_ok))
+    # random pixels cannot be learned: the report says the shared weights stayed at chance
+    check = report["shared_weights"]
+    assert check["chance_loss"] == pytest.approx(math.log(3)) and check["passes"] == 1
+    assert check["learned"] is False
+
+
+def test_report_and_cli_warn_when_the_shared_weights_never_beat_chance(tmp_path, capsys):
+    """``summary.json: shared_weights`` compares the last training pass with ln(classes); the
+    report command prints one warning line when the supernet did not learn, none when it did."""
+    from nasnet_det.search.driver import EPOCHS_NAME
+    from nasnet_det.search.report import shared_weights_check
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import search as search_tool
+
+    assert shared_weights_check(tmp_path) is None  # a multi-trial folder has no training passes
+    chance = math.log(10)
+    for loss, learned in ((2.38, False), (0.95 * chance, False), (1.20, True)):
+        (tmp_path / EPOCHS_NAME).write_text(json.dumps([{"epoch": 0, "train_loss": 5.1, "chance_loss": chance},
+                                                        {"epoch": 1, "train_loss": loss, "chance_loss": chance}]))
+        check = shared_weights_check(tmp_path)
+        assert check["learned"] is learned and check["final_train_loss"] == loss and check["passes"] == 2
+        search_tool.warn_untrained({"shared_weights": check})
+        err = capsys.readouterr().err
+        assert ("warning: the shared weights did not learn" in err) is not learned
+        assert err.count("\n") == (0 if learned else 1)

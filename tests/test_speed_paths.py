@@ -289,6 +289,23 @@ def test_compiled_cells_match_plain():
         assert _rel(fast(x), model(x)) < COMPILED_TOL
 
 
+def test_compiling_cells_raises_dynamo_s_recompile_limit_for_every_cell():
+    """All cells share ``Cell.forward``: under dynamo's default limit of 8 compilations per code
+    object, cells past the eighth would silently run eagerly (compilation itself is lazy, so this
+    costs nothing here)."""
+    config = torch._dynamo.config
+    saved = config.recompile_limit
+    try:
+        model = build_nasnet("nasnet_a", dataset="cifar", num_cells=9, penultimate_filters=48, num_classes=10)
+        assert len(model.cells) > 8
+        optimize_for_inference(model, compile="cells")
+        assert config.recompile_limit == saved + 2 * len(model.cells)
+        optimize_for_inference(model, compile=False)  # nothing compiled: the limit stays
+        assert config.recompile_limit == saved + 2 * len(model.cells)
+    finally:
+        config.recompile_limit = saved
+
+
 def test_compile_mode_is_checked():
     with pytest.raises(ValueError, match="compile='graph'"):
         optimize_for_inference(MODELS["cifar"](), compile="graph")

@@ -78,7 +78,17 @@ def cmd_search(argv: list[str]) -> int:
               f"cell diagrams: {len(report['cell_diagrams'])}")
         if report["cost_front"]:
             print(f"accuracy/cost front: {report['cost_front']['plot']}, {report['cost_front']['json']}")
+        warn_untrained(report)
     return 0
+
+
+def warn_untrained(report: dict) -> None:
+    """One ``warning:`` line when a weight-sharing search's shared weights never beat chance."""
+    check = report.get("shared_weights")
+    if check and not check["learned"]:
+        print(f"warning: the shared weights did not learn (last training pass loss {check['final_train_loss']:.2f}, "
+              f"chance {check['chance_loss']:.2f}): their rewards do not rank architectures and the top genotypes "
+              f"are random cells; see docs/search.md 'Does the supernet learn?'", file=sys.stderr)
 
 
 def cmd_retrain(argv: list[str]) -> int:
@@ -138,6 +148,7 @@ def cmd_report(argv: list[str]) -> int:
           f"wrote {len(report['top_genotypes'])} genotypes, {report['reward_curve']}")
     if report["cost_front"]:
         print(f"accuracy/cost front: {report['cost_front']['plot']}, {report['cost_front']['json']}")
+    warn_untrained(report)
     return 0
 
 

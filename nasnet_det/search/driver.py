@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 LOG_NAME = "trials.jsonl"
 CONFIG_NAME = "config.yaml"
 UPDATES_NAME = "controller_updates.jsonl"
+EPOCHS_NAME = "epochs.json"  # weight-sharing mode: per training pass, mean loss, steps, seconds, chance loss
 #: ``child`` keys that say where and how fast a child runs, not what it is trained on or for how long
 RUNTIME_CHILD_KEYS = ("threads", "device", "timeout_s")
 EARLY_FAILURES = 10  # this many failures before any success means a broken setup, not bad cells

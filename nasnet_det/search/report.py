@@ -7,6 +7,7 @@ searches side by side (RL vs random search, as in the paper's Figure 6).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from nasnet_det.space import Genotype
 
 from ..durable import atomic_write, atomic_write_json
 from .config import COST_UNITS
-from .driver import CONFIG_NAME, LOG_NAME
+from .driver import CONFIG_NAME, EPOCHS_NAME, LOG_NAME
 from .trial_log import Trial, fold, read_records
 
 
@@ -221,6 +222,25 @@ def draw_best_cells(paths: list[Path], folder: Path, limit: int = 3) -> list[Pat
     return out
 
 
+#: The shared weights count as trained when their last pass's loss is below this fraction of chance
+#: (ln of the class count; 0.9 is about 25 % training accuracy on 10 classes). Above it, every
+#: shared-weight reward is noise around the prior and the search is a random search.
+LEARNED_LOSS_FRACTION = 0.9
+
+
+def shared_weights_check(folder: Path) -> dict[str, Any] | None:
+    """Did a weight-sharing search's shared weights learn? ``None`` for a multi-trial search (no
+    ``epochs.json``) or a folder from before the chance loss was recorded."""
+    try:
+        passes = json.loads((folder / EPOCHS_NAME).read_text())
+        last = passes[-1]
+        loss, chance = float(last["train_loss"]), float(last["chance_loss"])
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+    return {"passes": len(passes), "final_train_loss": loss, "chance_loss": chance,
+            "learned": loss < LEARNED_LOSS_FRACTION * chance}
+
+
 def write_report(folder: str | Path, top_k: int = 10, draw: bool = True, label: str | None = None) -> dict[str, Any]:
     """All outputs of a search folder; returns a summary dict (also written as ``summary.json``)."""
     folder = Path(folder)
@@ -243,6 +263,7 @@ def write_report(folder: str | Path, top_k: int = 10, draw: bool = True, label: 
         "top_genotypes": [str(Path(p).resolve()) for p in paths], "reward_curve": str(Path(plot).resolve()),
         "cell_diagrams": [str(Path(c).resolve()) for c in cells],
         "cost_front": front,  # {"plot", "json"} paths, or None when the trials carry no cost
+        "shared_weights": shared_weights_check(folder),  # weight-sharing mode: did the supernet learn?
     }
     atomic_write_json(folder / "summary.json", summary)
     return summary

@@ -38,6 +38,7 @@ from .cost import CostModel
 from .data import augment, load_child_data, normalize
 from .driver import (
     CONFIG_NAME,
+    EPOCHS_NAME,
     LOG_NAME,
     UPDATES_NAME,
     SearchSummary,
@@ -52,7 +53,6 @@ from .supernet import SharedWeights
 from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog
 
 SUPERNET_NAME = "supernet.safetensors"
-EPOCHS_NAME = "epochs.json"  # per training pass: mean loss, steps, seconds (a record for the user)
 
 
 def _seed(*parts: Any) -> int:
@@ -176,7 +176,8 @@ class WeightSharingSearch:
                                                cfg.weight_sharing.grad_clip)
             self.optimizer.step()
             losses.append(float(loss.detach()))
-        return {"train_loss": sum(losses) / len(losses), "steps": steps}
+        # chance_loss: what predicting the class prior scores; the report compares the last pass with it
+        return {"train_loss": sum(losses) / len(losses), "steps": steps, "chance_loss": math.log(d.num_classes)}
 
     # Rewards -------------------------------------------------------------------------------------
     @torch.no_grad()
