@@ -11,7 +11,7 @@ import pytest
 from nasnet_det.errors import ConfigError, StateError
 from nasnet_det.pipeline import load_config
 from nasnet_det.pipeline.ledger import Ledger
-from nasnet_det.pipeline.report import COLUMNS, LABELS, fmt, warnings
+from nasnet_det.pipeline.report import COLUMNS, LABELS, fmt, search_warnings, warnings
 from nasnet_det.pipeline.runner import _step, check_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +66,21 @@ def test_a_pretraining_at_chance_is_a_warning():
     said = warnings({"searched": row(10.0), "nasnet_a": row(41.5), "random": row(11.9), "searched_scratch": {}})
     assert len(said) == 2 and "searched cell pretraining did not learn (top-1 10.0%" in said[0]
     assert "random cell" in said[1] and "logs/pretrain_random.log" in said[1]
+
+
+def test_a_search_whose_shared_weights_stayed_at_chance_is_a_warning(tmp_path):
+    """Run 3's search ended its passes at loss 4.39 against chance 2.30: the report must say its
+    searched cell is in effect random; a search that learned, or a multi-trial one, says nothing."""
+    (tmp_path / "search").mkdir()
+    assert search_warnings(tmp_path) == []  # no epochs.json: a multi-trial search
+    for loss, warned in ((4.39, True), (1.5, False)):
+        (tmp_path / "search" / "epochs.json").write_text(json.dumps(
+            [{"epoch": 0, "train_loss": 5.53, "chance_loss": 2.302585}, {"epoch": 1, "train_loss": loss,
+                                                                         "chance_loss": 2.302585}]))
+        said = search_warnings(tmp_path)
+        assert bool(said) is warned
+        if warned:
+            assert len(said) == 1 and "shared weights did not learn (last training pass loss 4.39" in said[0]
 
 
 def test_a_bad_transfer_scope_is_refused_before_any_stage_runs():

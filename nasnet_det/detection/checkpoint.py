@@ -34,6 +34,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from ..durable import atomic_write, atomic_write_text
 from ..errors import UnsafeFileError, WeightsError
+from ..weights.export import DETECTOR_HEAD_PREFIXES, PIXEL_STAT_KEYS
 from ..weights.io import load_state_dict, safe_torch_load, safe_unpickle
 
 _logger = logging.getLogger(__name__)
@@ -43,11 +44,9 @@ _logger = logging.getLogger(__name__)
 #: every tensor must be there with the model's shape.
 LoadPurpose = Literal["init", "inference"]
 
-#: Tensors a weights file may lack in any load: detectron2 fills the pixel statistics from the
-#: config, and ``num_batches_tracked`` (FrozenBN on detectron2 main has one) is never read.
-_ALWAYS_OPTIONAL = ("pixel_mean", "pixel_std")
-#: Parts of a detector that an ``init`` file need not provide (a classifier cannot).
-_HEAD_PREFIXES = ("proposal_generator.", "roi_heads.box_predictor.")
+#: Tensors a weights file may lack in any load: the pixel statistics (``PIXEL_STAT_KEYS``) and
+#: ``num_batches_tracked`` (FrozenBN on detectron2 main has one; never read). An ``init`` file
+#: need not provide ``DETECTOR_HEAD_PREFIXES`` either (a classifier cannot).
 #: The ROI-head cells, left at their initialisation by an ``init`` load with MODEL.NASNET.TRANSFER "backbone".
 _HEAD_CELL_PREFIX = "roi_heads.res5."
 #: ``init`` loads must give at least this share of the other tensors; a file of the right
@@ -79,7 +78,7 @@ def resume_candidates(save_dir: str) -> list[str]:
 
 
 def _optional(key: str) -> bool:
-    return key in _ALWAYS_OPTIONAL or key.endswith("num_batches_tracked")
+    return key in PIXEL_STAT_KEYS or key.endswith("num_batches_tracked")
 
 
 class NASNetCheckpointer(DetectionCheckpointer):
@@ -199,7 +198,7 @@ class NASNetCheckpointer(DetectionCheckpointer):
         if self._purpose != "init":
             return ()
         backbone_only = self.cfg is not None and self.cfg.MODEL.NASNET.get("TRANSFER", "all") == "backbone"
-        return _HEAD_PREFIXES + ((_HEAD_CELL_PREFIX,) if backbone_only else ())
+        return DETECTOR_HEAD_PREFIXES + ((_HEAD_CELL_PREFIX,) if backbone_only else ())
 
     def _load_model(self, checkpoint: dict):
         fresh = self._fresh_prefixes()

@@ -141,6 +141,20 @@ def warnings(rows: dict[str, dict[str, dict]]) -> list[str]:
     return out
 
 
+def search_warnings(out: Path) -> list[str]:
+    """A weight-sharing search whose shared weights stayed at chance ranked nothing: its "searched"
+    cell is a random cell, and the searched-vs-random rows compare two random cells."""
+    from nasnet_det.search.report import shared_weights_check
+
+    check = shared_weights_check(out / "search")
+    if check is None or check["learned"]:
+        return []
+    return [f"WARNING: the search's shared weights did not learn (last training pass loss "
+            f"{check['final_train_loss']:.2f}, chance {check['chance_loss']:.2f}): its rewards do not rank "
+            f"architectures, so the searched cell is in effect a random cell; see search/summary.json and "
+            f"docs/search.md 'Does the supernet learn?'"]
+
+
 def transfer_scope(out: Path) -> dict:
     """What the pretrained detectors took from their weights (MODEL.NASNET.TRANSFER), read from the
     config detectron2 saved for the searched cell's run: the AP comparisons mean different things for
@@ -205,7 +219,8 @@ def write_report(out: str | Path) -> dict[str, str]:
     rows = collect(out)
     stages = stage_seconds(out)
     scope = transfer_scope(out)
-    notes = warnings(rows) + comparisons(rows) + [transfer_note(scope)] + [
+    said = search_warnings(out) + warnings(rows)
+    notes = said + comparisons(rows) + [transfer_note(scope)] + [
         "proxy acc.: the search's reward of the searched cell (only it is trained by the search); "
         "pretrain top-1: EMA weights on the CIFAR-10 test images; AP/AP50: COCOEvaluator on the held-out "
         "synthetic images; params/MACs: the pretrained classifier without aux head, MACs of one image at "
@@ -215,6 +230,6 @@ def write_report(out: str | Path) -> dict[str, str]:
     atomic_write_text(paths["table"], table)
     plot(rows, paths["plot"])
     atomic_write_json(paths["summary"], {"rows": rows, "stage_seconds": stages, "comparisons": comparisons(rows),
-                                         "warnings": warnings(rows), "transfer": scope,
+                                         "warnings": said, "transfer": scope,
                                          "table": str(paths["table"]), "plot": str(paths["plot"])})
     return {k: str(v) for k, v in paths.items()}

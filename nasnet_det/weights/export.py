@@ -20,8 +20,13 @@ import torch
 from ..durable import atomic_write
 from .io import WeightsError
 
-# Detector parameters that a classifier checkpoint cannot provide (detectron2 initialises them).
-DETECTOR_ONLY_PREFIXES = ("proposal_generator.", "roi_heads.box_predictor.", "pixel_mean", "pixel_std")
+#: The parts of a detector a classifier checkpoint cannot provide: the RPN and the box predictor
+#: (detectron2 initialises them when training starts from such a file).
+DETECTOR_HEAD_PREFIXES = ("proposal_generator.", "roi_heads.box_predictor.")
+#: Buffers no weights file needs to carry: detectron2 fills them from MODEL.PIXEL_MEAN / PIXEL_STD.
+PIXEL_STAT_KEYS = ("pixel_mean", "pixel_std")
+#: Everything of a detector that a classifier checkpoint does not give.
+DETECTOR_ONLY_PREFIXES = DETECTOR_HEAD_PREFIXES + PIXEL_STAT_KEYS
 #: What such a file initialises when a detector starts training from it (MODEL.NASNET.TRANSFER):
 #: backbone and ROI-head cells, or the backbone alone (nasnet_det.detection.checkpoint).
 TRANSFER_SCOPES = ("all", "backbone")
