@@ -141,6 +141,33 @@ def test_eval_forward_on_a_real_image_gives_instances(mobile_model):
         assert out.pred_classes.min() >= 0 and out.pred_classes.max() < 80
 
 
+def test_roi_head_chunks_crops_at_cpu_inference_with_identical_outputs(mobile_model):
+    """MODEL.NASNET.ROI_CHUNK_SIZE: the crops are independent, so chunking changes speed only (up
+    to oneDNN picking another kernel for another batch size); training (batch-statistics norms) and
+    tracing (export) always see the whole batch."""
+    cfg, model = mobile_model
+    stage = model.roi_heads.res5
+    assert stage.chunk_size == cfg.MODEL.NASNET.ROI_CHUNK_SIZE == 32
+    crops = torch.randn(70, sum(stage.split_channels), 17, 17, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        chunked = stage(crops)
+        assert stage._chunked(crops)
+        stage.chunk_size = 0
+        try:
+            whole = stage(crops)
+        finally:
+            stage.chunk_size = cfg.MODEL.NASNET.ROI_CHUNK_SIZE
+    assert chunked.shape == whole.shape
+    assert float((chunked - whole).abs().max() / whole.abs().max()) < 1e-5  # fp32 summation order only
+    stage.train()
+    try:
+        assert not stage._chunked(crops)
+    finally:
+        stage.eval()
+    with pytest.raises(ConfigError, match="MODEL.NASNET.ROI_CHUNK_SIZE = -1.*integer >= 0"):
+        load_config(MOBILE, ["MODEL.NASNET.ROI_CHUNK_SIZE", "-1"])
+
+
 def test_fixed_resize_boxes_come_back_in_original_coordinates():
     """detector_postprocess rescales x and y separately, so a 1200x1200 squash maps back."""
     from detectron2.modeling.postprocessing import detector_postprocess

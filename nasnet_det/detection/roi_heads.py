@@ -23,14 +23,26 @@ from .split_nasnet import SplitInfo, build_stage
 class NASNetSecondStage(nn.Module):
     """pooled cat(h_{i-1}, h_i) -> cells[split:] -> ReLU. Drop path runs as configured in training."""
 
-    def __init__(self, nasnet: nn.Module, info: SplitInfo):
+    def __init__(self, nasnet: nn.Module, info: SplitInfo, chunk_size: int = 0):
         super().__init__()
         self.nasnet = nasnet
         self.start = info.split_at
         self.split_channels = [info.prev_channels, info.channels]
         self.out_channels = info.out_channels
+        self.chunk_size = chunk_size  # MODEL.NASNET.ROI_CHUNK_SIZE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._chunked(x):
+            return torch.cat([self._cells(crops) for crops in x.split(self.chunk_size)])
+        return self._cells(x)
+
+    def _chunked(self, x: torch.Tensor) -> bool:
+        """CPU inference on more crops than a chunk, outside tracing (an exported graph keeps one
+        batch of any size) and training (batch-statistics norms would see smaller batches)."""
+        return (0 < self.chunk_size < x.shape[0] and not self.training and x.device.type == "cpu"
+                and not torch.jit.is_tracing())
+
+    def _cells(self, x: torch.Tensor) -> torch.Tensor:
         h_prev, h = torch.split(x, self.split_channels, dim=1)
         _, out = self.nasnet.forward_cells(h_prev, h, self.start, None)
         return F.relu(out)
@@ -55,5 +67,5 @@ class NASNetROIHeads(Res5ROIHeads):
         net = convert_norm(net, c.NORM)
         if c.MEMORY_SAVING:
             enable_memory_saving(net)
-        stage = NASNetSecondStage(net, info)
+        stage = NASNetSecondStage(net, info, int(c.ROI_CHUNK_SIZE))
         return stage, stage.out_channels
