@@ -65,12 +65,13 @@ def measure(config: str, overrides: list[str], pool_size: int, epochs: int, seed
         search = WeightSharingSearch(cfg, Path(folder), strategy=PoolSampler(space, pool))
         search._start_bank(None)
         t0 = time.perf_counter()
-        losses = [search.train_epoch(e)["train_loss"] for e in range(epochs)]
+        passes = [search.train_epoch(e) for e in range(epochs)]
         seconds = time.perf_counter() - t0
         scored = pool or [draw.sample_architecture(5000 + i) for i in range(4)]
         accuracies = [search.accuracy(d, None) for d in scored]
+    losses = [p["train_loss"] for p in passes]
     return {"pool": pool_size or "uniform", "epoch_losses": losses, "final_loss": losses[-1],
-            "steps": epochs * max(1, len(search.data.train_x) // min(cfg.child.batch_size, len(search.data.train_x))),
+            "steps": sum(p["steps"] for p in passes),
             "held_out_accuracy_mean": sum(accuracies) / len(accuracies), "held_out_accuracies": accuracies,
             "seconds": seconds, "threads": torch.get_num_threads()}
 

@@ -84,11 +84,11 @@ def cmd_search(argv: list[str]) -> int:
 
 def warn_untrained(report: dict) -> None:
     """One ``warning:`` line when a weight-sharing search's shared weights never beat chance."""
-    check = report.get("shared_weights")
-    if check and not check["learned"]:
-        print(f"warning: the shared weights did not learn (last training pass loss {check['final_train_loss']:.2f}, "
-              f"chance {check['chance_loss']:.2f}): their rewards do not rank architectures and the top genotypes "
-              f"are random cells; see docs/search.md 'Does the supernet learn?'", file=sys.stderr)
+    from nasnet_det.search.report import untrained_warning
+
+    said = untrained_warning(report.get("shared_weights"))
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
 
 
 def cmd_retrain(argv: list[str]) -> int:

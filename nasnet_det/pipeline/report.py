@@ -144,15 +144,10 @@ def warnings(rows: dict[str, dict[str, dict]]) -> list[str]:
 def search_warnings(out: Path) -> list[str]:
     """A weight-sharing search whose shared weights stayed at chance ranked nothing: its "searched"
     cell is a random cell, and the searched-vs-random rows compare two random cells."""
-    from nasnet_det.search.report import shared_weights_check
+    from nasnet_det.search.report import shared_weights_check, untrained_warning
 
-    check = shared_weights_check(out / "search")
-    if check is None or check["learned"]:
-        return []
-    return [f"WARNING: the search's shared weights did not learn (last training pass loss "
-            f"{check['final_train_loss']:.2f}, chance {check['chance_loss']:.2f}): its rewards do not rank "
-            f"architectures, so the searched cell is in effect a random cell; see search/summary.json and "
-            f"docs/search.md 'Does the supernet learn?'"]
+    said = untrained_warning(shared_weights_check(out / "search"))
+    return [f"WARNING: the search: {said} (search/summary.json)"] if said else []
 
 
 def transfer_scope(out: Path) -> dict:

@@ -241,6 +241,15 @@ def shared_weights_check(folder: Path) -> dict[str, Any] | None:
             "learned": loss < LEARNED_LOSS_FRACTION * chance}
 
 
+def untrained_warning(check: dict[str, Any] | None) -> str | None:
+    """The one sentence every report prints for ``shared_weights_check``'s verdict "did not learn"."""
+    if check is None or check["learned"]:
+        return None
+    return (f"the shared weights did not learn (last training pass loss {check['final_train_loss']:.2f}, "
+            f"chance {check['chance_loss']:.2f}): their rewards do not rank architectures and the top genotypes "
+            f"are random cells; see docs/search.md 'Does the supernet learn?'")
+
+
 def write_report(folder: str | Path, top_k: int = 10, draw: bool = True, label: str | None = None) -> dict[str, Any]:
     """All outputs of a search folder; returns a summary dict (also written as ``summary.json``)."""
     folder = Path(folder)
