@@ -106,21 +106,6 @@ def test_readers_of_a_cell_output_meet_each_state_in_its_own_slot():
     assert touched == set(ca)
 
 
-def test_small_classifier_init_changes_the_classifier_and_nothing_else():
-    from nasnet_det.errors import ConfigError
-
-    space, base, _ = _space_and_base()
-    g = _genotypes(space, 1, seed=2)[0]
-    nasnet = SharedWeights(base, seed=0).tensors(g)
-    small = SharedWeights(base, seed=0, classifier_init_std=0.01).tensors(g)
-    fan_out = nasnet["classifier.weight"].shape[0]
-    assert float(nasnet["classifier.weight"].detach().std()) > 0.5 * math.sqrt(2 / fan_out)  # TF's fan-out init
-    assert 0.005 < float(small["classifier.weight"].detach().std()) < 0.02
-    assert all(torch.equal(nasnet[n], small[n]) for n in nasnet if not n.startswith("classifier.weight"))
-    with pytest.raises(ConfigError, match="weight_sharing.classifier_init"):
-        load_config(None, ["weight_sharing.classifier_init", "tiny"])
-
-
 def test_per_module_macs_equal_fvcore_on_the_whole_network():
     from fvcore.nn import FlopCountAnalysis
 

@@ -89,10 +89,6 @@ def _defaults() -> SearchConfig:
         "eval_batch_size": 256,  # held-out images per reward during the search (ENAS: one minibatch)
         "final_archs": 100,
         "grad_clip": 5.0,  # ENAS's bound on the shared weights' gradient norm; 0 = off
-        # The shared classifier's initial weights: "nasnet" (TF's fan-out scaling, as a stand-alone
-        # child) or "small" (normal, std 0.01): fan-out logits start confidently wrong, which shared
-        # weights recover from worse than one network (docs/search.md, "Does the supernet learn?").
-        "classifier_init": "nasnet",
     })
     # Cost-aware rewards, both modes: reward = accuracy * (cost / target) ** weight (MnasNet's soft
     # objective, Tan et al. 2019, w = -0.07), and architectures whose cost exceeds limit are rejected
@@ -134,7 +130,6 @@ _CHOICES = {
     "data.eval_split": ("val", "test"),
     "executor.kind": ("inline", "process", "ray"),
     "child.device": ("auto", "cpu", "cuda"),
-    "weight_sharing.classifier_init": ("nasnet", "small"),
 }
 _POSITIVE = {
     "num_archs", "top_k", "space.num_blocks", "ppo.hidden_size", "ppo.batch_size", "ppo.epochs",

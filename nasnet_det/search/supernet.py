@@ -149,21 +149,16 @@ class SharedWeights(nn.Module):
             does not depend on which architecture happened to need it first (exact resume).
         channels_last: sub-networks take NHWC inputs (``NASNet.set_inference_options``); the bank
             stays NCHW, so saved banks do not depend on it.
-        classifier_init_std: None: the classifier starts as NASNet initializes it (TF's fan-out
-            scaling, std 0.45 for 10 classes); a number: normal with that std (search config
-            ``weight_sharing.classifier_init``).
 
     ``on_new_parameter(key, p)`` and ``on_grown_parameter(old, new)`` tell the optimizer about a
     parameter the bank created or replaced by a larger one (``old``'s values lead ``new``).
     """
 
-    def __init__(self, base: NASNetConfig, cache_size: int = 512, seed: int = 0, channels_last: bool = False,
-                 classifier_init_std: float | None = None) -> None:
+    def __init__(self, base: NASNetConfig, cache_size: int = 512, seed: int = 0, channels_last: bool = False) -> None:
         super().__init__()
         self.base = base
         self.seed = seed
         self.channels_last = channels_last
-        self.classifier_init_std = classifier_init_std
         self.weights = nn.ParameterDict()  # role key (no dots) -> shared parameter
         self.stats = nn.Module()  # role key -> shared buffer (BN running statistics)
         self.cache_size = cache_size
@@ -215,8 +210,6 @@ class SharedWeights(nn.Module):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_role_seed(self.seed, role))
                 init_module(module)
-                if path == "classifier" and self.classifier_init_std is not None:
-                    nn.init.normal_(module.weight, 0.0, self.classifier_init_std)
             for table, new, own in ((weights, new_weights, module.named_parameters(recurse=False)),
                                     (stats, new_stats, module.named_buffers(recurse=False))):
                 for name, fresh in own:

@@ -53,7 +53,6 @@ from .supernet import SharedWeights
 from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog
 
 SUPERNET_NAME = "supernet.safetensors"
-SMALL_CLASSIFIER_STD = 0.01  # weight_sharing.classifier_init "small"
 
 
 def _seed(*parts: Any) -> int:
@@ -81,9 +80,7 @@ class WeightSharingSearch:
         self.on_event = on_event
         self.data = load_child_data(cfg.data)
         self.base = child_network(cfg.child, num_classes=self.data.num_classes, image_size=cfg.data.image_size)
-        small = cfg.weight_sharing.classifier_init == "small"
-        self.bank = SharedWeights(self.base, seed=cfg.seed, channels_last=bool(cfg.child.channels_last),
-                                  classifier_init_std=SMALL_CLASSIFIER_STD if small else None)
+        self.bank = SharedWeights(self.base, seed=cfg.seed, channels_last=bool(cfg.child.channels_last))
         self.cost = CostModel(cfg.cost, self.base, cfg.data.image_size)
         self.optimizer: torch.optim.SGD | None = None
         self.epochs_trained = 0
