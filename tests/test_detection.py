@@ -142,7 +142,8 @@ def test_eval_forward_on_a_real_image_gives_instances(mobile_model):
 
 
 def test_roi_head_chunks_crops_at_cpu_inference_with_identical_outputs(mobile_model):
-    """MODEL.NASNET.ROI_CHUNK_SIZE: the crops are independent, so chunking changes speed only (up
+    """MODEL.NASNET.ROI_CHUNK_SIZE: the crops are independent, so chunking (of the pooling and the
+    cells) changes speed only (up
     to oneDNN picking another kernel for another batch size); training (batch-statistics norms) and
     tracing (export) always see the whole batch."""
     cfg, model = mobile_model
@@ -151,7 +152,7 @@ def test_roi_head_chunks_crops_at_cpu_inference_with_identical_outputs(mobile_mo
     crops = torch.randn(70, sum(stage.split_channels), 17, 17, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         chunked = stage(crops)
-        assert stage._chunked(crops)
+        assert stage.chunked(crops.shape[0], crops.device)
         stage.chunk_size = 0
         try:
             whole = stage(crops)
@@ -161,9 +162,26 @@ def test_roi_head_chunks_crops_at_cpu_inference_with_identical_outputs(mobile_mo
     assert float((chunked - whole).abs().max() / whole.abs().max()) < 1e-5  # fp32 summation order only
     stage.train()
     try:
-        assert not stage._chunked(crops)
+        assert not stage.chunked(crops.shape[0], crops.device)
     finally:
         stage.eval()
+    # Chunked, the head pools each chunk just before its cells: same features as pooling all first.
+    gen = torch.Generator().manual_seed(1)
+    features = [torch.randn(2, sum(stage.split_channels), 38, 38, generator=gen)]
+    boxes = []
+    for n in (40, 30):
+        xy = torch.rand(n, 2, generator=gen) * 400
+        boxes.append(Boxes(torch.cat([xy, xy + 16 + torch.rand(n, 2, generator=gen) * 180], 1)))
+    heads = model.roi_heads
+    with torch.no_grad():
+        fused = heads._shared_roi_transform(features, boxes)
+        stage.chunk_size = 0
+        try:
+            pooled_first = heads._shared_roi_transform(features, boxes)
+        finally:
+            stage.chunk_size = cfg.MODEL.NASNET.ROI_CHUNK_SIZE
+    assert fused.shape == pooled_first.shape == (70, stage.out_channels, 9, 9)
+    assert float((fused - pooled_first).abs().max() / pooled_first.abs().max()) < 1e-5
     with pytest.raises(ConfigError, match="MODEL.NASNET.ROI_CHUNK_SIZE = -1.*integer >= 0"):
         load_config(MOBILE, ["MODEL.NASNET.ROI_CHUNK_SIZE", "-1"])
 

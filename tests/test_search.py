@@ -168,7 +168,8 @@ def test_shipped_configs_load_with_paper_values(tmp_path):
     assert (paper.ppo.lr, paper.ppo.entropy_weight, paper.ppo.baseline_decay, paper.ppo.batch_size,
             paper.ppo.hidden_size) == (0.00035, 0.00001, 0.95, 20, 100)
     assert paper.data.val_size == 5000 and paper.child.momentum == 0.9
-    load_config(REPO / "configs/search/cpu_demo.yaml")
+    for path in sorted((REPO / "configs/search").glob("*.yaml")):
+        load_config(path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("child:\n  epochs: [1\n")
     with pytest.raises(ConfigError, match="bad.yaml' is not a yaml mapping of config keys"):

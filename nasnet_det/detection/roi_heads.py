@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from detectron2.modeling import ROI_HEADS_REGISTRY
+from detectron2.modeling.poolers import convert_boxes_to_pooler_format
 from detectron2.modeling.roi_heads import Res5ROIHeads
+from detectron2.structures import Boxes
 from torch import nn
 
 from ..modeling.memory import enable_memory_saving
@@ -32,17 +34,17 @@ class NASNetSecondStage(nn.Module):
         self.chunk_size = chunk_size  # MODEL.NASNET.ROI_CHUNK_SIZE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._chunked(x):
-            return torch.cat([self._cells(crops) for crops in x.split(self.chunk_size)])
-        return self._cells(x)
+        if self.chunked(x.shape[0], x.device):
+            return torch.cat([self.run_cells(crops) for crops in x.split(self.chunk_size)])
+        return self.run_cells(x)
 
-    def _chunked(self, x: torch.Tensor) -> bool:
+    def chunked(self, num_crops: int, device: torch.device) -> bool:
         """CPU inference on more crops than a chunk, outside tracing (an exported graph keeps one
         batch of any size) and training (batch-statistics norms would see smaller batches)."""
-        return (0 < self.chunk_size < x.shape[0] and not self.training and x.device.type == "cpu"
+        return (0 < self.chunk_size < num_crops and not self.training and device.type == "cpu"
                 and not torch.jit.is_tracing())
 
-    def _cells(self, x: torch.Tensor) -> torch.Tensor:
+    def run_cells(self, x: torch.Tensor) -> torch.Tensor:
         h_prev, h = torch.split(x, self.split_channels, dim=1)
         _, out = self.nasnet.forward_cells(h_prev, h, self.start, None)
         return F.relu(out)
@@ -69,3 +71,16 @@ class NASNetROIHeads(Res5ROIHeads):
             enable_memory_saving(net)
         stage = NASNetSecondStage(net, info, int(c.ROI_CHUNK_SIZE))
         return stage, stage.out_channels
+
+    def _shared_roi_transform(self, features: list[torch.Tensor], boxes: list[Boxes]) -> torch.Tensor:
+        """Pool and run the cells one chunk of crops at a time when the head runs chunked.
+
+        Pooling all crops first writes the whole pooled map (500 crops x 1056 x 17 x 17 in the
+        Mobile detector: 610 MB) and reads it back; pooling each chunk just before its cells keeps
+        the crops in cache. Same crops, same order: ROIAlign treats each box on its own.
+        """
+        num_crops = sum(len(b) for b in boxes)
+        if len(self.pooler.level_poolers) != 1 or not self.res5.chunked(num_crops, features[0].device):
+            return super()._shared_roi_transform(features, boxes)
+        rois, align = convert_boxes_to_pooler_format(boxes), self.pooler.level_poolers[0]
+        return torch.cat([self.res5.run_cells(align(features[0], part)) for part in rois.split(self.res5.chunk_size)])
