@@ -5,7 +5,9 @@ mean and feeds ``FastRCNNOutputLayers``. We keep all of that and only supply a d
 ``res5``: a module that splits the pooled map back into (h_{i-1}, h_i), runs the remaining NASNet
 cells (the second reduction cell and the normal cells after it) with ``forward_cells`` and
 applies the final ReLU, as TF's faster_rcnn_nas second stage does. TridentNet's
-``TridentRes5ROIHeads`` is the precedent for plugging in through ``_build_res5_block``.
+``TridentRes5ROIHeads`` is the precedent for plugging in through ``_build_res5_block``. The one
+other override, ``_shared_roi_transform``, only changes the order of work at CPU inference
+(pooling and cells chunk by chunk, ``MODEL.NASNET.ROI_CHUNK_SIZE``), not what is computed.
 """
 from __future__ import annotations
 
