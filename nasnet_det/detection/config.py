@@ -74,8 +74,8 @@ def add_nasnet_config(cfg: CN) -> CN:
     # ReLU the pooled ROI features are then ~15x smaller than fresh cells' and the new box predictor
     # barely learns (docs/pipeline.md, "Transfer").
     _C.MODEL.NASNET.TRANSFER = "all"
-    # Inference on CPU runs the ROI-head cells on chunks of this many crops (0 = all at once). The
-    # crops are independent, so outputs are identical; what changes is the working set: 500 crops
+    # Inference on CPU pools the crops and runs the ROI-head cells on chunks of this many crops (0 = all
+    # at once). The crops are independent, so outputs are identical; what changes is the working set: 500 crops
     # of 17x17x1056 (Mobile) are ~600 MB per intermediate map, far past the caches, and the
     # memory-bound ReLUs, concats and pads then run at DRAM speed. 32 crops per chunk made the Mobile
     # ROI head 1.7x faster on a 2-core CPU (docs/benchmarks.md). Training, GPUs and export run unchunked.
