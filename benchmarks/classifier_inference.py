@@ -11,6 +11,8 @@ Contenders per model: ``timm`` (its default NCHW fp32 eager model; the named pee
 shared ReLUs; fp32), with ``--compile`` ``ours_compiled`` (``optimize_for_inference(compile=True)``:
 inductor with freezing; its first call, the compilation, is timed apart as ``compile_s``; with
 ``--cpp-wrapper`` also ``ours_compiled_cpp``, the same plus inductor's ``cpp_wrapper``), with
+``--onednn`` ``ours_onednn`` (``optimize_for_inference(compile="onednn")``: the traced, frozen,
+oneDNN-Graph-fused forward; its first call, trace and profiling runs, timed apart), with
 ``--bf16`` ``ours_bf16``, and with ``--runtimes`` each runtime on two ONNX files of the same
 weights: ``<rt>_ours_onnx`` (``nasnet_det.deploy.export_classifier``) and ``<rt>_timm_onnx`` (timm's
 model through ``torch.onnx.export``), ``rt`` = ``ort`` (ONNX Runtime, fp32) or ``ov`` (OpenVINO fp32;
@@ -36,6 +38,8 @@ from benchmarks import builders, common
 SIZES = {"nasnet_a_large": 331, "pnasnet5_large": 331, "nasnet_a_mobile": 224}
 DEFAULT_ITERS = {1: 5, 16: 3}  # batch 16 at 331 takes ~10-30 s per forward on 2 cores
 RUNTIME_SHORT = {"onnxruntime": "ort", "openvino": "ov"}
+#: contenders whose first call compiles (timed apart; their memory is the compiler's, not measured)
+COMPILED = ("ours_compiled", "ours_onednn")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -48,7 +52,8 @@ def _agree(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def run_model(name: str, batches: list[int], iters: int | None, memory: bool, timing: bool, bf16: bool,
               compiled: bool = False, runtimes: Sequence[str] = (), threads: int | None = None,
-              check_images: int = 4, device: str = "cpu", cpp_wrapper: bool = False) -> list[dict[str, Any]]:
+              check_images: int = 4, device: str = "cpu", cpp_wrapper: bool = False,
+              onednn: bool = False) -> list[dict[str, Any]]:
     size = SIZES[name]
     if not timing:  # memory only: every number comes from fresh subprocesses
         names = ((["timm"] if name in builders.TIMM_PEERS else []) + ["ours", "ours_fast"]
@@ -76,6 +81,8 @@ def run_model(name: str, batches: list[int], iters: int | None, memory: bool, ti
         models["ours_compiled"] = optimize_for_inference(ours, compile=True)
     if cpp_wrapper:
         models["ours_compiled_cpp"] = optimize_for_inference(ours, compile=True, compile_options={"cpp_wrapper": True})
+    if onednn:
+        models["ours_onednn"] = optimize_for_inference(ours, compile="onednn")
     if peer is not None:
         models = {"timm": peer.eval(), **models}
     folder = tempfile.TemporaryDirectory(prefix="bench_onnx_")
@@ -120,7 +127,7 @@ def _run_batch(name: str, size: int, batch: int, models: dict[str, torch.nn.Modu
     outs: dict[str, torch.Tensor] = {}
     for k, m in models.items():
         facts[k] = {"runtime": "torch", "export": "-", "precision": "bf16" if k.endswith("_bf16") else "fp32"}
-        if k.startswith("ours_compiled"):
+        if k.startswith(COMPILED):
             facts[k].update(_time_compilation(m, x))
         with torch.inference_mode():
             outs[k] = torch.cat([m(c).float().cpu() for c in checks])
@@ -147,7 +154,7 @@ def _run_batch(name: str, size: int, batch: int, models: dict[str, torch.nn.Modu
         if "timm" in outs:
             row["rel_diff_vs_timm"] = _rel(outs[k], outs["timm"])
             row["top1_agree_vs_timm"] = _agree(outs[k], outs["timm"])
-        if memory and facts[k]["runtime"] == "torch" and not k.startswith("ours_compiled"):
+        if memory and facts[k]["runtime"] == "torch" and not k.startswith(COMPILED):
             kw = dict(name=name, impl="timm" if k == "timm" else "ours", batch=batch, size=size,
                       optimized=k.startswith("ours_"), bf16=k == "ours_bf16")
             row["memory"] = common.measure_memory("benchmarks.builders:classifier", kw)
@@ -163,7 +170,8 @@ def _run_batch(name: str, size: int, batch: int, models: dict[str, torch.nn.Modu
 
 
 def _time_compilation(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Any]:
-    """The compiled contender's first call (Dynamo trace + inductor, or its on-disk cache), timed apart."""
+    """A compiled contender's first call (Dynamo trace + inductor or its on-disk cache; or the oneDNN
+    Graph trace and its profiling runs), timed apart."""
     from torch._dynamo.utils import counters
 
     before = dict(counters["inductor"])
@@ -225,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true", help="also time optimize_for_inference(compile=True)")
     p.add_argument("--cpp-wrapper", action="store_true",
                    help="also time compile=True with inductor's cpp_wrapper (a much longer first compilation)")
+    p.add_argument("--onednn", action="store_true",
+                   help="also time optimize_for_inference(compile='onednn') (TorchScript + oneDNN Graph fusion)")
     p.add_argument("--runtimes", nargs="*", default=[], choices=list(RUNTIME_SHORT),
                    help="deployment runtimes to time on ONNX exports of the same weights (the deploy extra)")
     p.add_argument("--check-images", type=int, default=4,
@@ -248,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.models:
         rows += run_model(name, args.batches, args.iters, not args.no_memory, not args.memory_only, bf16,
                           args.compile, args.runtimes, args.threads, args.check_images, args.device,
-                          args.cpp_wrapper)
+                          args.cpp_wrapper, args.onednn)
     table = common.print_table(rows, COLUMNS)
     lines = ratios(rows)
     print("\n".join(lines), flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import warnings
 
 import pytest
 import torch
@@ -306,11 +307,84 @@ def test_compiling_cells_raises_dynamo_s_recompile_limit_for_every_cell():
         config.recompile_limit = saved
 
 
+@pytest.mark.parametrize("name", ["nasnet_a", "nasnet_a_skip", "pnasnet5", "amoebanet_a", "cifar"])
+def test_onednn_graph_path_matches_plain(name):
+    """compile='onednn': eval calls without gradients run a checked, fused trace per input shape;
+    the outputs stay the plain model's (a trace oneDNN Graph computes wrongly is dropped, see below)."""
+    model = MODELS[name]()
+    fast = optimize_for_inference(model, compile="onednn")
+    x = _input(model)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fused trace for input shape")  # pnasnet5 on torch 2.14
+        for _ in range(2):
+            assert _rel(fast(x), model(x)) < FP32_TOL
+        assert len(fast.fused_graphs) == 1
+        assert _rel(fast(x[:1]), model(x[:1])) < FP32_TOL  # a new shape: a second trace
+        assert len(fast.fused_graphs) == 2
+    assert not torch.jit.onednn_fusion_enabled()  # the process-wide switch is restored
+
+
+def test_onednn_graph_path_really_fuses():
+    model = MODELS["nasnet_a"]()
+    fast = optimize_for_inference(model, compile="onednn")
+    x = _input(model)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # NASNet-A's trace passes its check
+        fast(x)
+        assert "oneDNNFusionGroup" in str(torch.jit.last_executed_optimized_graph())
+        assert _rel(fast(x), model(x)) < FP32_TOL
+
+
+def test_onednn_graph_trace_that_disagrees_is_dropped_with_a_warning(monkeypatch):
+    """A fault in the fused kernels (injected here; torch 2.14's oneDNN Graph has one on some PNASNet-5
+    wirings) never reaches the caller: a warning, and that shape runs the plain forward."""
+    from nasnet_det.modeling.graph_fusion import FusedGraphs
+
+    real_trace = FusedGraphs._trace
+
+    def faulty(model, x):
+        graph = real_trace(model, x)
+        return lambda inp: graph(inp) + 1.0
+
+    monkeypatch.setattr(FusedGraphs, "_trace", staticmethod(faulty))
+    model = MODELS["cifar"]()
+    fast = optimize_for_inference(model, compile="onednn")
+    x = _input(model)
+    with torch.inference_mode():
+        with pytest.warns(UserWarning, match=r"fused trace for input shape \(2, 3, 32, 32\) differs"):
+            first = fast(x)
+        assert _rel(first, model(x)) < FP32_TOL
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # decided once per shape
+            assert _rel(fast(x), model(x)) < FP32_TOL
+
+
+def test_onednn_graph_path_leaves_training_gradients_and_copies_alone():
+    model = MODELS["nasnet_a"]()
+    fast = optimize_for_inference(model, compile="onednn")
+    x = _input(model)
+    assert _rel(fast(x).detach(), model(x).detach()) < FP32_TOL  # gradients recorded: the plain forward
+    assert len(fast.fused_graphs) == 0
+    with torch.no_grad():
+        fast(x)
+    twin = copy.deepcopy(fast)
+    assert len(twin.fused_graphs) == 0 and len(fast.fused_graphs) == 1  # traces hold the old weights
+    assert list(twin.state_dict()) == list(fast.state_dict())
+    fast.train()
+    with torch.no_grad():
+        fast(x)
+    assert len(fast.fused_graphs) == 1
+
+
 def test_compile_mode_is_checked():
     with pytest.raises(ValueError, match="compile='graph'"):
         optimize_for_inference(MODELS["cifar"](), compile="graph")
     with pytest.raises(ValueError, match="compile_options=.*without compile"):
         optimize_for_inference(MODELS["cifar"](), compile_options={"cpp_wrapper": True})
+    with pytest.raises(ValueError, match="compile_options=.*without compile"):
+        optimize_for_inference(MODELS["cifar"](), compile="onednn", compile_options={"cpp_wrapper": True})
+    with pytest.raises(ValueError, match="compile='onednn' with bf16"):
+        optimize_for_inference(MODELS["cifar"](), compile="onednn", bf16=True)
 
 
 def test_rejects_non_nasnet():

@@ -16,22 +16,25 @@ from .ops import ConvBNModule, NormFactory
 
 
 class _StridedPath(nn.Module):
-    """Every other pixel, starting at ``offset`` (0 or 1), then a 1x1 conv (``path{1,2}_conv``)."""
+    """Every other pixel, starting at ``offset`` (0 or 1), then a 1x1 conv (``path{1,2}_conv``).
+
+    The pixel grid is the conv's stride 2, not a strided slice of the input: the same numbers
+    without a strided copy, and dense input strides that oneDNN's graph fusion can describe
+    (it refuses ``x[:, :, ::2, ::2]`` of a batch > 1).
+    """
 
     def __init__(self, c_in: int, c_out: int, offset: int) -> None:
         super().__init__()
         self.offset = offset
-        self.conv = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.conv = nn.Conv2d(c_in, c_out, 1, stride=2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2], x.shape[-1]
         if self.offset:
-            x = x[:, :, 1::2, 1::2]
-            out_h, out_w = (h + 1) // 2, (w + 1) // 2
-            if x.shape[-2] != out_h or x.shape[-1] != out_w:  # odd size: TF's zero padding row/col
-                x = F.pad(x, (0, out_w - x.shape[-1], 0, out_h - x.shape[-2]))
-        else:
-            x = x[:, :, ::2, ::2]
+            pad_h, pad_w = x.shape[-2] % 2, x.shape[-1] % 2
+            # drop the first row/col; an odd size gets TF's zero row/col so the grid yields ceil(H/2)
+            x = x[:, :, 1:, 1:]
+            if pad_h or pad_w:
+                x = F.pad(x, (0, int(pad_w), 0, int(pad_h)))
         return self.conv(x)
 
 

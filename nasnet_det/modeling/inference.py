@@ -45,8 +45,8 @@ from .ops import ConvBNModule
 
 __all__ = ["COMPILE_MODES", "fold_batchnorm", "optimize_for_inference", "optimize_detector_for_inference"]
 
-#: ``optimize_for_inference(compile=...)``: False, True (= "model"), "model" or "cells".
-COMPILE_MODES = ("model", "cells")
+#: ``optimize_for_inference(compile=...)``: False, True (= "model"), "model", "cells" or "onednn".
+COMPILE_MODES = ("model", "cells", "onednn")
 #: inductor options of the compiled path: weights as constants (needs no_grad / inference_mode at
 #: call time, else inductor compiles without it), and the on-disk FX graph cache (on by default in
 #: torch 2.x; set here so a user config that turned it off does not silently cost a minute per process).
@@ -133,7 +133,11 @@ def optimize_for_inference(
         compile: ``True`` or ``"model"``: compile ``model(x)`` with inductor and freezing (the first
             call compiles: about a minute for nasnet_a_large on 2 cores, less with a warm on-disk
             cache; needs a C++ compiler on CPU; one compilation per input shape and grad mode);
-            ``"cells"``: compile each cell, for callers of ``stem`` / ``forward_cells``.
+            ``"cells"``: compile each cell, for callers of ``stem`` / ``forward_cells``;
+            ``"onednn"``: trace ``model(x)`` per input shape, freeze it and run it with oneDNN
+            Graph fusion (``graph_fusion.py``; float32, CPU, whole-model ``forward`` only; the
+            first call of a shape traces, about 15 s for nasnet_a_large, the fused kernels run from
+            its third call): the fastest path on the CPUs measured (docs/benchmarks.md).
         compile_options: inductor options added to :data:`COMPILE_OPTIONS` (e.g.
             ``{"cpp_wrapper": True}``: measured 1.03x on nasnet_a_large at batch 1, for a cold
             compile of 6 minutes instead of 2; docs/benchmarks.md).
@@ -147,14 +151,17 @@ def optimize_for_inference(
     mode = "model" if compile is True else compile
     if mode and mode not in COMPILE_MODES:
         raise ValueError(f"compile={compile!r}: expected False, True or one of {', '.join(COMPILE_MODES)}")
-    if compile_options and not mode:
-        raise ValueError(f"compile_options={compile_options!r} without compile: nothing would use them")
+    if compile_options and mode not in ("model", "cells"):
+        raise ValueError(f"compile_options={compile_options!r} without compile='model' or 'cells' (got "
+                         f"compile={compile!r}): nothing would use these inductor options")
+    if mode == "onednn" and bf16:
+        raise ValueError("compile='onednn' with bf16=True: the fused traces are float32; use compile=True for bf16")
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
     if fold_bn:
         fold_batchnorm(model)
-    model.set_inference_options(channels_last=channels_last, bf16=bf16)
+    model.set_inference_options(channels_last=channels_last, bf16=bf16, graph_fusion=mode == "onednn")
     if channels_last:
         model.to(memory_format=torch.channels_last)
     options = {**COMPILE_OPTIONS, **(compile_options or {})}

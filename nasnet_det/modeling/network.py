@@ -6,7 +6,7 @@ forward order so the detection code can run any contiguous slice (``forward_cell
 
 Options that change how (never what) the network computes are flags set by methods, not
 subclasses: ``set_grad_checkpointing`` (training memory, ``modeling/memory.py``) and
-``set_inference_options`` (input layout and bf16 autocast, ``modeling/inference.py``).
+``set_inference_options`` (input layout, bf16 autocast and oneDNN Graph fusion, ``modeling/inference.py``).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from torch import nn
 from .cell import Cell
 from .checkpoint import checkpointed, recording
 from .config import NASNetConfig, calc_reduction_layers
+from .graph_fusion import FusedGraphs
 from .ops import ConvBN, ConvBNModule
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -129,12 +130,14 @@ class NASNet(nn.Module):
 
     Flags (class defaults, changed only through the setters below): ``grad_checkpointing`` (the
     stem conv is recomputed in backward), ``channels_last_input`` and ``bf16_autocast`` (what the
-    public entry points do to their inputs and the autocast they run under).
+    public entry points do to their inputs and the autocast they run under), ``fused_graphs``
+    (the fused traces ``forward`` dispatches to, or None).
     """
 
     grad_checkpointing: bool = False
     channels_last_input: bool = False
     bf16_autocast: bool = False
+    fused_graphs: FusedGraphs | None = None
     _in_entry: bool = False
 
     def __init__(self, config: NASNetConfig) -> None:
@@ -259,14 +262,18 @@ class NASNet(nn.Module):
             if isinstance(cell, Cell):  # the detection stages hold nn.Identity placeholders
                 cell.set_grad_checkpointing(enable)
 
-    def set_inference_options(self, *, channels_last: bool = False, bf16: bool = False) -> None:
+    def set_inference_options(self, *, channels_last: bool = False, bf16: bool = False,
+                              graph_fusion: bool = False) -> None:
         """What the entry points do: feed NHWC inputs (in training too: the search's children and
-        supernet use it), run eval calls under bf16 autocast (float32 out).
+        supernet use it), run eval calls under bf16 autocast (float32 out); ``graph_fusion``:
+        ``forward`` runs eval float32 CPU calls without gradients through a traced, oneDNN-Graph-fused
+        copy of itself (``graph_fusion.FusedGraphs``).
 
         ``optimize_for_inference`` sets these; the weights' layout is the caller's (``model.to(memory_format=...)``).
         """
         self.channels_last_input = channels_last
         self.bf16_autocast = bf16
+        self.fused_graphs = FusedGraphs() if graph_fusion else None
 
     # Forward pieces --------------------------------------------------------------------------------
     @_entry_point
@@ -318,6 +325,8 @@ class NASNet(nn.Module):
     @_entry_point
     def forward(self, x: torch.Tensor):
         """Logits; in training with the aux head, ``(logits, aux_logits)``."""
+        if self.fused_graphs is not None and self.fused_graphs.applies(self, x):
+            return self.fused_graphs(self, x)
         h_prev, h = self.stem(x)
         if self.training and self.aux_head is not None:
             h_prev, h, last_prev_in = self._run_cells(h_prev, h, 0, self.aux_index + 1)

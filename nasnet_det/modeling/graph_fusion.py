@@ -1,0 +1,123 @@
+"""oneDNN Graph fusion of a whole NASNet forward: the compiled path ``optimize_for_inference(compile="onednn")``.
+
+Why: on a CPU, NASNet-A is a chain of thousands of small depthwise and 1x1 convolutions with
+ReLU / add / concat glue between them. Eager PyTorch calls oneDNN one op at a time; OpenVINO and
+ONNX Runtime compile the graph and fuse the glue into the convolutions. PyTorch ships the same
+kind of graph compiler for TorchScript: oneDNN Graph ("LLGA", ``torch.jit.enable_onednn_fusion``)
+partitions a frozen graph into fused conv + post-op kernels with weights packed once. On
+nasnet_a_large @331 it is faster than inductor's freezing path and ready in seconds instead of
+minutes (docs/benchmarks.md, "oneDNN Graph").
+
+How: per input shape, the model's own forward is traced (``torch.jit.trace``: the one cell
+forward path, nothing written twice), frozen (weights become constants) and run with oneDNN Graph
+fusion on; the executor profiles the first calls and fuses from the third on, and that fused call
+is checked against the plain forward once (``FusedGraphs``). Traces are kept for the last few
+shapes (each holds its own copy of the weights). Only eval-mode float32 CPU calls without
+gradients take this path; anything else runs the plain forward.
+
+TorchScript is deprecated upstream (torch 2.14 warns on ``torch.jit.trace`` / ``freeze``; this
+module silences those warnings, since the user chose this path). It works on the torch this
+project pins; when TorchScript goes, ``compile=True`` (inductor) remains.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections import OrderedDict
+from typing import Any, Iterator
+
+import torch
+
+#: calls a new trace needs before the fused kernels run: the profiling executor's warm-up
+PROFILING_CALLS = 2
+
+
+@contextlib.contextmanager
+def _onednn_fusion() -> Iterator[None]:
+    """oneDNN Graph fusion on for TorchScript graphs run inside (a process-wide switch, restored after)."""
+    before = torch.jit.onednn_fusion_enabled()
+    torch.jit.enable_onednn_fusion(True)
+    try:
+        yield
+    finally:
+        torch.jit.enable_onednn_fusion(before)
+
+
+class FusedGraphs:
+    """Traced, frozen, oneDNN-Graph-fused forwards of one model, by input shape.
+
+    Every new trace is checked once against the plain forward on the input that made it: oneDNN
+    Graph fusion in torch 2.14 computes some cell wirings wrongly (two blocks of one PNASNet-5 cell
+    adding the same state; docs/benchmarks.md). A trace that disagrees by more than ``tolerance``
+    (max difference relative to the largest plain output) is dropped with a warning and that shape
+    runs the plain forward, so this path never returns other numbers than the plain model.
+
+    Args:
+        max_shapes: traces kept (least recently used dropped first).
+        tolerance: the check's bound (float32 reordering gives ~1e-6).
+    """
+
+    def __init__(self, max_shapes: int = 4, tolerance: float = 1e-4) -> None:
+        self.max_shapes = max_shapes
+        self.tolerance = tolerance
+        self._graphs: OrderedDict[tuple, torch.jit.ScriptModule | None] = OrderedDict()  # None: plain forward
+        self._plain = False  # set while the plain forward runs for the check
+
+    def applies(self, model: torch.nn.Module, x: Any) -> bool:
+        """Whether a call of ``model`` on ``x`` takes the fused path (else: the plain forward)."""
+        return (not self._plain and isinstance(x, torch.Tensor) and not model.training
+                and not torch.is_grad_enabled() and not torch.jit.is_tracing() and x.device.type == "cpu"
+                and x.dtype == torch.float32)
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor) -> Any:
+        """``model(x)`` through the fused trace for ``x``'s shape (traced and checked on first sight)."""
+        key = (tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last))
+        if key in self._graphs:
+            graph = self._graphs.pop(key)
+        else:
+            graph = self._build(model, x)
+        self._graphs[key] = graph
+        while len(self._graphs) > self.max_shapes:
+            self._graphs.popitem(last=False)
+        if graph is None:
+            return self._plain_forward(model, x)
+        with _onednn_fusion():
+            return graph(x)
+
+    def _build(self, model: torch.nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule | None:
+        with _onednn_fusion():
+            graph = self._trace(model, x)
+            fused = graph(x)
+        plain = self._plain_forward(model, x)
+        diff = float((fused - plain).abs().max() / plain.abs().max().clamp_min(1e-12))
+        if not diff <= self.tolerance:
+            warnings.warn(f"optimize_for_inference(compile='onednn'): the fused trace for input shape "
+                          f"{tuple(x.shape)} differs from the plain forward by {diff:.1e} (relative); a oneDNN "
+                          f"Graph fusion fault of this torch, so this shape runs the plain forward", stacklevel=3)
+            return None
+        return graph
+
+    def _plain_forward(self, model: torch.nn.Module, x: torch.Tensor) -> Any:
+        self._plain = True
+        try:
+            return model(x)
+        finally:
+            self._plain = False
+
+    @staticmethod
+    def _trace(model: torch.nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule:
+        # check_trace would run the model twice more; the trace is of straight-line code (the
+        # network's Python control flow depends on shapes only, which the key fixes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the sizes the trace fixes: keyed on
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+            graph = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False).eval())
+            for _ in range(PROFILING_CALLS):
+                graph(x)
+        return graph
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def __deepcopy__(self, memo: dict) -> "FusedGraphs":
+        return FusedGraphs(self.max_shapes, self.tolerance)  # traces hold the old model's weights: start empty
