@@ -324,6 +324,18 @@ def test_onednn_graph_path_matches_plain(name):
     assert not torch.jit.onednn_fusion_enabled()  # the process-wide switch is restored
 
 
+def test_onednn_graph_path_runs_large_batches_in_chunks():
+    model = MODELS["cifar"]()
+    fast = optimize_for_inference(model, compile="onednn", batch_chunk=2)
+    x = _input(model, batch=5)
+    with torch.inference_mode():
+        assert _rel(fast(x), model(x)) < FP32_TOL
+    assert sorted(key[0][0] for key in fast.fused_graphs._graphs) == [1, 2]  # chunks 2, 2, 1: two traces
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="batch_chunk="):
+            optimize_for_inference(model, compile="onednn", batch_chunk=bad)
+
+
 def test_onednn_graph_path_really_fuses():
     model = MODELS["nasnet_a"]()
     fast = optimize_for_inference(model, compile="onednn")

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from .graph_fusion import DEFAULT_BATCH_CHUNK, check_batch_chunk
 from .network import NASNet
 from .ops import ConvBNModule
 
@@ -122,6 +123,7 @@ def optimize_for_inference(
     bf16: bool = False,
     compile: bool | str = False,
     compile_options: dict[str, Any] | None = None,
+    batch_chunk: int | None = DEFAULT_BATCH_CHUNK,
     inplace: bool = False,
 ) -> NASNet:
     """An eval-mode copy of ``model`` (or ``model`` itself with ``inplace=True``) that runs faster.
@@ -141,6 +143,8 @@ def optimize_for_inference(
         compile_options: inductor options added to :data:`COMPILE_OPTIONS` (e.g.
             ``{"cpp_wrapper": True}``: measured 1.03x on nasnet_a_large at batch 1, for a cold
             compile of 6 minutes instead of 2; docs/benchmarks.md).
+        batch_chunk: with ``compile="onednn"``, batches larger than this run in chunks of this many
+            images (None: whole batches; ``graph_fusion.FusedGraphs``). The other paths take whole batches.
         inplace: modify ``model`` instead of a deep copy.
 
     The result is meant for inference only: folded BNs are not restored by ``.train()`` (train a
@@ -154,6 +158,7 @@ def optimize_for_inference(
     if compile_options and mode not in ("model", "cells"):
         raise ValueError(f"compile_options={compile_options!r} without compile='model' or 'cells' (got "
                          f"compile={compile!r}): nothing would use these inductor options")
+    check_batch_chunk(batch_chunk)
     if mode == "onednn" and bf16:
         raise ValueError("compile='onednn' with bf16=True: the fused traces are float32; use compile=True for bf16")
     if not inplace:
@@ -161,7 +166,8 @@ def optimize_for_inference(
     model.eval()
     if fold_bn:
         fold_batchnorm(model)
-    model.set_inference_options(channels_last=channels_last, bf16=bf16, graph_fusion=mode == "onednn")
+    model.set_inference_options(channels_last=channels_last, bf16=bf16, graph_fusion=mode == "onednn",
+                                batch_chunk=batch_chunk)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     options = {**COMPILE_OPTIONS, **(compile_options or {})}

@@ -22,7 +22,7 @@ from torch import nn
 from .cell import Cell
 from .checkpoint import checkpointed, recording
 from .config import NASNetConfig, calc_reduction_layers
-from .graph_fusion import FusedGraphs
+from .graph_fusion import DEFAULT_BATCH_CHUNK, FusedGraphs
 from .ops import ConvBN, ConvBNModule
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -263,17 +263,17 @@ class NASNet(nn.Module):
                 cell.set_grad_checkpointing(enable)
 
     def set_inference_options(self, *, channels_last: bool = False, bf16: bool = False,
-                              graph_fusion: bool = False) -> None:
+                              graph_fusion: bool = False, batch_chunk: int | None = DEFAULT_BATCH_CHUNK) -> None:
         """What the entry points do: feed NHWC inputs (in training too: the search's children and
         supernet use it), run eval calls under bf16 autocast (float32 out); ``graph_fusion``:
         ``forward`` runs eval float32 CPU calls without gradients through a traced, oneDNN-Graph-fused
-        copy of itself (``graph_fusion.FusedGraphs``).
+        copy of itself (``graph_fusion.FusedGraphs``), ``batch_chunk`` images at a time.
 
         ``optimize_for_inference`` sets these; the weights' layout is the caller's (``model.to(memory_format=...)``).
         """
         self.channels_last_input = channels_last
         self.bf16_autocast = bf16
-        self.fused_graphs = FusedGraphs() if graph_fusion else None
+        self.fused_graphs = FusedGraphs(batch_chunk) if graph_fusion else None
 
     # Forward pieces --------------------------------------------------------------------------------
     @_entry_point
