@@ -137,4 +137,5 @@ class FusedGraphs:
         return len(self._graphs)
 
     def __deepcopy__(self, memo: dict) -> "FusedGraphs":
-        return FusedGraphs(self.batch_chunk, self.max_shapes, self.tolerance)  # traces hold the old model's weights: start empty
+        # the traces hold the old model's weights: a copy starts empty
+        return FusedGraphs(self.batch_chunk, self.max_shapes, self.tolerance)
