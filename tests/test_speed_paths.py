@@ -397,6 +397,8 @@ def test_compile_mode_is_checked():
         optimize_for_inference(MODELS["cifar"](), compile="onednn", compile_options={"cpp_wrapper": True})
     with pytest.raises(ValueError, match="compile='onednn' with bf16"):
         optimize_for_inference(MODELS["cifar"](), compile="onednn", bf16=True)
+    with pytest.raises(ValueError, match="compile='onednn' fuses whole-network forward calls"):
+        optimize_detector_for_inference(torch.nn.Sequential(MODELS["cifar"]()), compile="onednn")
 
 
 def test_rejects_non_nasnet():

@@ -199,6 +199,9 @@ def optimize_detector_for_inference(detector: nn.Module, **kwargs) -> nn.Module:
     reason ``compile=True`` compiles per cell here (``"cells"``). Returns ``detector``.
     """
     kwargs["inplace"] = True
+    if kwargs.get("compile") == "onednn":
+        raise ValueError("compile='onednn' fuses whole-network forward calls, and a detector calls its NASNet in "
+                         "stages (stem, forward_cells): use compile=True (each cell compiled by inductor)")
     if kwargs.get("compile") is True:
         kwargs["compile"] = "cells"
     nets = [m for m in detector.modules() if isinstance(m, NASNet)]
