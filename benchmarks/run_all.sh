@@ -9,7 +9,10 @@ THREADS=${THREADS:-2}  # THREADS=1 on a shared box: 2 OpenMP threads next to a b
 if [[ "${1:-timing}" == "deploy" ]]; then  # issue 13: ONNX Runtime / OpenVINO / compiled contenders, per-op profile
   for t in 1 2; do
     OMP_NUM_THREADS=$t $PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 1 --threads $t \
-        --iters 3 --check-images 2 --runtimes onnxruntime openvino --compile --bf16 --no-memory --tag _deploy_t$t
+        --iters 3 --check-images 2 --runtimes onnxruntime openvino --compile --onednn --bf16 --no-memory \
+        --tag _deploy_t$t
+    OMP_NUM_THREADS=$t $PY -m benchmarks.classifier_inference --models nasnet_a_large --batches 16 --threads $t \
+        --iters 2 --check-images 16 --runtimes onnxruntime openvino --onednn --no-memory --tag _onednn_b16_t$t
   done
   $PY -m benchmarks.detector_latency --which mobile --iters 3 --no-memory --threads $THREADS \
       --runtimes onnxruntime openvino --bf16 --tag _deploy
