@@ -363,12 +363,29 @@ def test_onednn_graph_trace_that_disagrees_is_dropped_with_a_warning(monkeypatch
     fast = optimize_for_inference(model, compile="onednn")
     x = _input(model)
     with torch.inference_mode():
-        with pytest.warns(UserWarning, match=r"fused trace for input shape \(2, 3, 32, 32\) differs"):
+        with pytest.warns(UserWarning, match=r"fused trace for input shape \(2, 3, 32, 32\) is not used: it differs"):
             first = fast(x)
         assert _rel(first, model(x)) < FP32_TOL
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # decided once per shape
             assert _rel(fast(x), model(x)) < FP32_TOL
+
+
+def test_onednn_graph_trace_that_fails_is_dropped_but_a_wrong_input_still_raises(monkeypatch):
+    from nasnet_det.modeling.graph_fusion import FusedGraphs
+
+    def failing(model, x):
+        raise RuntimeError("bad optional access")  # what oneDNN Graph raised on a cloned identity state
+
+    monkeypatch.setattr(FusedGraphs, "_trace", staticmethod(failing))
+    model = MODELS["cifar"]()
+    fast = optimize_for_inference(model, compile="onednn")
+    x = _input(model)
+    with torch.inference_mode():
+        with pytest.warns(UserWarning, match="is not used: bad optional access"):
+            assert _rel(fast(x), model(x)) < FP32_TOL
+        with pytest.raises(RuntimeError, match="channels"):  # the plain model's own error, not a warning
+            fast(torch.randn(2, 4, 32, 32))
 
 
 def test_onednn_graph_path_leaves_training_gradients_and_copies_alone():

@@ -58,9 +58,10 @@ class FusedGraphs:
 
     Every new trace is checked once against the plain forward on the input that made it: oneDNN
     Graph fusion in torch 2.14 computes some cell wirings wrongly (two blocks of one PNASNet-5 cell
-    adding the same state; docs/benchmarks.md). A trace that disagrees by more than ``tolerance``
-    (max difference relative to the largest plain output) is dropped with a warning and that shape
-    runs the plain forward, so this path never returns other numbers than the plain model.
+    adding the same state; docs/benchmarks.md) and refuses others with a RuntimeError. A trace that
+    fails, or disagrees by more than ``tolerance`` (max difference relative to the largest plain
+    output), is dropped with a warning and that shape runs the plain forward, so this path never
+    returns other numbers than the plain model. An input the plain model rejects raises its error.
 
     Args:
         batch_chunk: larger batches run in chunks of at most this many images (None: whole), so
@@ -102,17 +103,23 @@ class FusedGraphs:
             return graph(x)
 
     def _build(self, model: torch.nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule | None:
-        with _onednn_fusion():
-            graph = self._trace(model, x)
-            fused = graph(x)
-        plain = self._plain_forward(model, x)
-        diff = float((fused - plain).abs().max() / plain.abs().max().clamp_min(1e-12))
-        if not diff <= self.tolerance:
-            warnings.warn(f"optimize_for_inference(compile='onednn'): the fused trace for input shape "
-                          f"{tuple(x.shape)} differs from the plain forward by {diff:.1e} (relative); a oneDNN "
-                          f"Graph fusion fault of this torch, so this shape runs the plain forward", stacklevel=3)
-            return None
-        return graph
+        """The checked trace for ``x``'s shape, or None (with a warning) when fusion fails or disagrees."""
+        try:
+            with _onednn_fusion():
+                graph = self._trace(model, x)
+                fused = graph(x)
+        except RuntimeError as err:  # oneDNN Graph refusing a graph ("bad optional access", strides...)
+            graph, fused, fault = None, None, (str(err).strip().splitlines() or [type(err).__name__])[0]
+        plain = self._plain_forward(model, x)  # a wrong input fails here, as it would without fusion
+        if fused is not None:
+            diff = float((fused - plain).abs().max() / plain.abs().max().clamp_min(1e-12))
+            fault = f"it differs from the plain forward by {diff:.1e} (relative)"
+            if diff <= self.tolerance:
+                return graph
+        warnings.warn(f"optimize_for_inference(compile='onednn'): the fused trace for input shape {tuple(x.shape)} "
+                      f"is not used: {fault}; a oneDNN Graph fault of this torch, so this shape runs the plain "
+                      f"forward", stacklevel=3)
+        return None
 
     def _plain_forward(self, model: torch.nn.Module, x: torch.Tensor) -> Any:
         self._plain = True
