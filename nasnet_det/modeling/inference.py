@@ -138,8 +138,8 @@ def optimize_for_inference(
             ``"cells"``: compile each cell, for callers of ``stem`` / ``forward_cells``;
             ``"onednn"``: trace ``model(x)`` per input shape, freeze it and run it with oneDNN
             Graph fusion (``graph_fusion.py``; float32, CPU, whole-model ``forward`` only; the
-            first call of a shape traces, about 15 s for nasnet_a_large, the fused kernels run from
-            its third call): the fastest path on the CPUs measured (docs/benchmarks.md).
+            first call of a shape traces, warms up and checks the fused graph, 7-10 s for
+            nasnet_a_large): the fastest path on the CPUs measured (docs/benchmarks.md).
         compile_options: inductor options added to :data:`COMPILE_OPTIONS` (e.g.
             ``{"cpp_wrapper": True}``: measured 1.03x on nasnet_a_large at batch 1, for a cold
             compile of 6 minutes instead of 2; docs/benchmarks.md).
