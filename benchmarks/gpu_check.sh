@@ -11,6 +11,8 @@
 #   tests      the test files that mention CUDA (grep -il cuda tests/test_*.py), not-slow tests
 #   det_train  20 Faster R-CNN iterations with AMP at the Mobile config's size (600x600,
 #              configs/nasnet_a_mobile_frcnn.yaml) on synthetic shapes (tools/make_synthetic_dataset.py)
+#   ws_search  a weight-sharing search (supernet + PPO) on the device: 2 short passes over generated
+#              32x32 images, the supernet's device path end to end
 #   cls_eager  classifier inference, timm nasnetalarge vs ours (plain; ours_fast = BN folded +
 #              channels_last; ours_bf16 = bf16 autocast), batch 16 @331
 #   cls_comp   the same with optimize_for_inference(compile=True) (inductor; compile time reported apart)
@@ -28,6 +30,26 @@ START=$(date +%s)
 ROWS=()
 
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+
+# image_folder DIR CLASSES TRAIN_PER_CLASS VAL_PER_CLASS: random 32x32 PNGs in DIR/{train,val}/<class>/
+image_folder() {
+  "$PY" - "$@" <<'EOF' >"$OUT/imagefolder_$(basename "$1").log" 2>&1
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+root, classes, n_train, n_val = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = np.random.default_rng(0)
+for split, n in (("train", n_train), ("val", n_val)):
+    for cls in range(classes):
+        folder = root / split / f"c{cls}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+EOF
+}
 
 # run_stage NAME LIMIT_S DETAIL_CMD -- COMMAND...: runs COMMAND with its log in $OUT/NAME.log;
 # DETAIL_CMD (a shell snippet reading that log) gives the table's detail column.
@@ -72,12 +94,14 @@ if [[ $DEVICE != none ]]; then
     DET_DEVICE=(MODEL.DEVICE cuda SOLVER.AMP.ENABLED True SOLVER.MAX_ITER 20 SOLVER.IMS_PER_BATCH 2)
     CLS=(--models nasnet_a_large --batches 16 --iters 5 --check-images 16 --bf16)
     DDP_DEVICE=(train.device cuda)
+    WS_DEVICE=(child.device cuda)
   else  # the script's own check: toy sizes; detectron2's AMPTrainer needs CUDA
     SIZE=(INPUT.FIXED_SIZE_TRAIN "(128, 128)" INPUT.FIXED_SIZE_TEST "(128, 128)" MODEL.NASNET.NUM_CELLS 3
           MODEL.NASNET.PENULTIMATE_FILTERS 96)
     DET_DEVICE=(MODEL.DEVICE cpu SOLVER.AMP.ENABLED False SOLVER.MAX_ITER 2 SOLVER.IMS_PER_BATCH 1)
     CLS=(--models nasnet_a_mobile --batches 1 --iters 1 --check-images 1 --threads 1)
     DDP_DEVICE=(train.device cpu)
+    WS_DEVICE=(child.device cpu child.network.num_cells 1 child.network.num_conv_filters 8)
   fi
 
   # --- the CUDA-aware tests ------------------------------------------------------------------------
@@ -99,6 +123,14 @@ if [[ $DEVICE != none ]]; then
        SOLVER.CHECKPOINT_PERIOD 100000 SOLVER.WARMUP_ITERS 5 TEST.EVAL_PERIOD 0 DATALOADER.NUM_WORKERS 2 \
        OUTPUT_DIR "$OUT/det_train"
 
+  # --- weight-sharing search on the device (supernet, PPO controller, durable log) -----------------
+  SEARCH_DATA=$OUT/search_images
+  image_folder "$SEARCH_DATA" 10 64 0
+  run_stage ws_search 60 'grep -E "^(search|error)" "$LOG" | tail -n 1; grep -o "\"device\": \"[a-z:0-9]*\"" "$OUT/ws_search/epochs.json" | head -n 1' \
+    -- "$PY" tools/search.py --config-file configs/search/cifar10_weight_sharing.yaml --output "$OUT/ws_search" \
+       --no-progress --no-report data.root "$SEARCH_DATA" data.val_size 128 weight_sharing.epochs 2 num_archs 10 \
+       weight_sharing.final_archs 4 weight_sharing.eval_batch_size 64 "${WS_DEVICE[@]}"
+
   # --- classifier inference, timm vs ours ----------------------------------------------------------
   CLS_DETAIL='grep -E "^\| [a-z_]+ \| (timm|ours)" "$LOG" | awk -F"|" "{printf \"%s %s ms %sx timm; \", \$3, \$5, \$8}"'
   run_stage cls_eager 120 "$CLS_DETAIL" -- "$PY" -m benchmarks.classifier_inference "${CLS[@]}" --device "$DEVICE" \
@@ -112,21 +144,7 @@ if [[ $DEVICE != none ]]; then
     ROWS+=("ddp_nccl|skipped|0|this machine has $GPUS GPU; the NCCL smoke test needs 2")
   else
     IMAGES=$OUT/imagefolder
-    "$PY" - "$IMAGES" <<'EOF' >"$OUT/imagefolder.log" 2>&1
-import sys
-from pathlib import Path
-
-import numpy as np
-from PIL import Image
-
-rng = np.random.default_rng(0)
-for split, n in (("train", 16), ("val", 4)):
-    for cls in ("a", "b"):
-        folder = Path(sys.argv[1]) / split / cls
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-EOF
+    image_folder "$IMAGES" 2 16 4
     TORCHRUN=("$PY" -m torch.distributed.run --standalone --nproc_per_node 2)
     run_stage ddp_nccl 90 'grep -iE "step|loss|error" "$LOG" | tail -n 1' \
       -- "${TORCHRUN[@]}" tools/pretrain.py --config-file configs/pretrain/cifar10_small.yaml \

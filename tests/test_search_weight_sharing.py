@@ -34,15 +34,21 @@ def _genotypes(space, n: int, seed: int = 0):
     return [space.decode(rs.propose().decisions) for _ in range(n)]
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_subnetwork_equals_standalone_network_with_the_shared_weights(channels_last):
-    """The stand-alone network is plain NCHW: the supernet's NHWC option changes speed, not values."""
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it)")
+
+
+@pytest.mark.parametrize("channels_last,device",
+                         [(False, "cpu"), (True, "cpu"), pytest.param(True, "cuda", marks=CUDA)])
+def test_subnetwork_equals_standalone_network_with_the_shared_weights(channels_last, device, monkeypatch):
+    """The stand-alone network is plain NCHW on the CPU: the supernet's NHWC option and its device
+    change speed, not values (up to float rounding; TF32 off so that a GPU computes in fp32)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     space, base, _ = _space_and_base()
-    bank = SharedWeights(base, channels_last=channels_last)
+    bank = SharedWeights(base, channels_last=channels_last, device=device)
     genotypes = _genotypes(space, 4)
     assert any(b.combine == "concat" for g in genotypes for b in g.normal.blocks + g.reduce.blocks)
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(4, 3, 32, 32, device=device)
     for g in genotypes:  # train the bank a little so the check is not about initial values
         bank.tensors(g)
         opt = torch.optim.SGD(bank.parameters(), lr=0.1)
@@ -55,10 +61,48 @@ def test_subnetwork_equals_standalone_network_with_the_shared_weights(channels_l
         net.load_state_dict(bank.state_dict_for(g), strict=True)
         net.eval()
         with torch.no_grad():
-            expected = net(x)
+            expected = net(x.cpu())
             got = bank(x, g, train=False)
         assert bank.network(g)[0].channels_last_input is channels_last
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        assert got.device.type == device and all(p.device.type == device for p in bank.parameters())
+        tol = 1e-5 if device == "cpu" else 1e-4  # cuDNN sums in its own order
+        torch.testing.assert_close(got.cpu(), expected, rtol=tol, atol=tol)
+    saved = bank.bank_state()  # a saved bank is CPU tensors whatever the device, and loads back onto it
+    assert all(t.device.type == "cpu" for t in saved["weights"].values())
+    again = SharedWeights(base, channels_last=channels_last, device=device)
+    again.load_bank_state(saved)
+    assert all(p.device.type == device for p in again.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, genotypes[0], train=False), bank(x, genotypes[0], train=False))
+
+
+def test_weight_sharing_refuses_a_missing_gpu_and_stops_on_a_diverged_loss(tmp_path, monkeypatch):
+    """``child.device cuda`` without a GPU is the user's setting (one ConfigError naming the key);
+    a non-finite training loss stops the pass with a StateError instead of saving a NaN bank."""
+    from nasnet_det.errors import ConfigError, StateError
+    from nasnet_det.search import weight_sharing
+    from nasnet_det.search.weight_sharing import WeightSharingSearch, search_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert search_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="child.device: 'cuda'.*child.device cpu"):
+        search_device("cuda")
+    cfg = load_config(None, TINY[:-2] + ["data.root", str(_image_folder(tmp_path / "data")), "data.val_size", "30",
+                                         "data.train_size", "60", "child.batch_size", "10"])
+    search = WeightSharingSearch(cfg, tmp_path / "out")
+    search._start_bank(None)
+    monkeypatch.setattr(weight_sharing, "_CHECK_EVERY", 2)
+    real = weight_sharing.F.cross_entropy
+    calls = []
+
+    def poisoned(logits, target):
+        calls.append(1)
+        return real(logits, target) * (float("nan") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(weight_sharing.F, "cross_entropy", poisoned)
+    with pytest.raises(StateError, match="diverged at epoch 0 by step 3 .*lower child.lr"):
+        search.train_epoch(0)
+    assert len(calls) == 4  # stopped at the first check after the bad step
 
 
 def test_tensors_are_shared_by_role_and_not_across_roles():

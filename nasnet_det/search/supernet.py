@@ -91,7 +91,7 @@ def _cell_output_readers(child: NASNet) -> dict[str, int]:
     return readers
 
 
-def _use(child: NASNet, name: str, shape: torch.Size, readers: dict[str, int]) -> _Use:
+def _use(child: NASNet, name: str, shape: torch.Size, readers: dict[str, int], device: torch.device) -> _Use:
     key = role_key(child, name)
     source = next((c for prefix, c in readers.items() if name.startswith(prefix)), None)
     if source is None or len(shape) < 2:
@@ -99,7 +99,7 @@ def _use(child: NASNet, name: str, shape: torch.Size, readers: dict[str, int]) -
     width, slots = state_slots(child.cells[source])
     if shape[1] != len(slots):
         raise AssertionError(f"{name}: input width {shape[1]} is not cell {source}'s output width {len(slots)}")
-    return _Use(name, key, shape, torch.Size((shape[0], width, *shape[2:])), slots)
+    return _Use(name, key, shape, torch.Size((shape[0], width, *shape[2:])), slots.to(device))
 
 
 def _take(t: torch.Tensor, use: _Use) -> torch.Tensor:
@@ -149,16 +149,21 @@ class SharedWeights(nn.Module):
             does not depend on which architecture happened to need it first (exact resume).
         channels_last: sub-networks take NHWC inputs (``NASNet.set_inference_options``); the bank
             stays NCHW, so saved banks do not depend on it.
+        device: where the bank lives and the sub-networks run ("cpu", "cuda", "cuda:1"). New and
+            grown entries are initialized on the CPU (the same seeded values on every device) and
+            then moved there; ``bank_state`` gives CPU tensors, so a saved bank does not depend on it.
 
     ``on_new_parameter(key, p)`` and ``on_grown_parameter(old, new)`` tell the optimizer about a
     parameter the bank created or replaced by a larger one (``old``'s values lead ``new``).
     """
 
-    def __init__(self, base: NASNetConfig, cache_size: int = 512, seed: int = 0, channels_last: bool = False) -> None:
+    def __init__(self, base: NASNetConfig, cache_size: int = 512, seed: int = 0, channels_last: bool = False,
+                 device: str | torch.device = "cpu") -> None:
         super().__init__()
         self.base = base
         self.seed = seed
         self.channels_last = channels_last
+        self.device = torch.device(device)
         self.weights = nn.ParameterDict()  # role key (no dots) -> shared parameter
         self.stats = nn.Module()  # role key -> shared buffer (BN running statistics)
         self.cache_size = cache_size
@@ -179,8 +184,8 @@ class SharedWeights(nn.Module):
             child = NASNet(self.base.replace(genotype=genotype))
         child.set_inference_options(channels_last=self.channels_last)
         readers = _cell_output_readers(child)
-        params = [_use(child, n, p.shape, readers) for n, p in child.named_parameters()]
-        buffers = [_use(child, n, b.shape, {}) for n, b in child.named_buffers()]
+        params = [_use(child, n, p.shape, readers, self.device) for n, p in child.named_parameters()]
+        buffers = [_use(child, n, b.shape, {}, self.device) for n, b in child.named_buffers()]
         self._built[tag] = (child, params, buffers)
         if len(self._built) > self.cache_size:
             self._built.popitem(last=False)
@@ -216,9 +221,10 @@ class SharedWeights(nn.Module):
                     key = role_key(child, f"{path}.{name}")
                     old = table.get(key)
                     if old is None:
-                        new[key] = fresh.detach().clone()
+                        new[key] = fresh.detach().to(self.device, copy=True)
                     elif not self._covers(old, fresh.shape):
-                        new[key] = _grown(old.detach(), fresh.detach(), _role_seed(self.seed, key))
+                        grown = _grown(old.detach().cpu(), fresh.detach(), _role_seed(self.seed, key))
+                        new[key] = grown.to(self.device)
         return new_weights, new_stats
 
     def _keep(self, new_weights: dict[str, torch.Tensor], new_stats: dict[str, torch.Tensor]) -> None:
@@ -285,8 +291,8 @@ class SharedWeights(nn.Module):
     # Saving ------------------------------------------------------------------------------------
     def bank_state(self) -> dict[str, Any]:
         """The bank as plain data (``state.save_state`` writes it): keys in creation order."""
-        return {"weights": {k: p.detach() for k, p in self.weights.items()},
-                "stats": {k: b for k, b in self.stats.named_buffers()},
+        return {"weights": {k: p.detach().cpu() for k, p in self.weights.items()},
+                "stats": {k: b.cpu() for k, b in self.stats.named_buffers()},
                 "order": list(self.weights.keys())}
 
     def load_bank_state(self, state: dict[str, Any]) -> None:
@@ -296,6 +302,6 @@ class SharedWeights(nn.Module):
         self.stats = nn.Module()
         self._built.clear()
         for key in state["order"]:
-            self.weights[key] = nn.Parameter(state["weights"][key].clone())
+            self.weights[key] = nn.Parameter(state["weights"][key].to(self.device, copy=True))
         for key, b in state["stats"].items():
-            self.stats.register_buffer(key, b.clone())
+            self.stats.register_buffer(key, b.to(self.device, copy=True))

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import yaml
 
 from ..durable import atomic_write_json, atomic_write_text
-from ..errors import StateError
+from ..errors import ConfigError, StateError
 from .config import SearchConfig, child_network
 from .cost import CostModel
 from .data import augment, load_child_data, normalize
@@ -53,6 +53,20 @@ from .supernet import SharedWeights
 from .trial_log import FINISHED, IN_FLIGHT, Trial, TrialLog
 
 SUPERNET_NAME = "supernet.safetensors"
+_CHECK_EVERY = 20  # training steps between checks that the loss is finite
+
+
+def search_device(device: str) -> torch.device:
+    """``child.device`` for the supernet: "auto" is the first GPU if there is one, else the CPU.
+
+    One process trains the shared weights, so one device; several searches scale out as separate
+    processes (docs/search.md). A GPU asked for but absent is the user's setting, not a crash.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"child.device: {device!r}, but torch sees no GPU here; use child.device cpu (or auto)")
+    return torch.device(device)
 
 
 def _seed(*parts: Any) -> int:
@@ -80,7 +94,10 @@ class WeightSharingSearch:
         self.on_event = on_event
         self.data = load_child_data(cfg.data)
         self.base = child_network(cfg.child, num_classes=self.data.num_classes, image_size=cfg.data.image_size)
-        self.bank = SharedWeights(self.base, seed=cfg.seed, channels_last=bool(cfg.child.channels_last))
+        self.device = search_device(cfg.child.device)
+        self.bank = SharedWeights(self.base, seed=cfg.seed, channels_last=bool(cfg.child.channels_last),
+                                  device=self.device)
+        self._mean, self._std = self.data.mean.to(self.device), self.data.std.to(self.device)
         self.cost = CostModel(cfg.cost, self.base, cfg.data.image_size)
         self.optimizer: torch.optim.SGD | None = None
         self.epochs_trained = 0
@@ -161,12 +178,12 @@ class WeightSharingSearch:
             decisions = self.strategy.sample_architecture(_seed(cfg.seed, "train", epoch, i))
             genotype = self.space.decode(decisions)
             idx = perm[i * bs:(i + 1) * bs]
-            x = normalize(augment(d.train_x[idx], cfg.data.pad, cfg.data.flip, gen), d.mean, d.std)
+            x = self._batch(augment(d.train_x[idx], cfg.data.pad, cfg.data.flip, gen))
             logits = self.bank(x, genotype, train=True)
-            loss = F.cross_entropy(logits, d.train_y[idx])
-            if not torch.isfinite(loss):
-                raise StateError(f"weight-sharing training diverged at epoch {epoch} step {i} (loss {float(loss)}); "
-                                 f"lower child.lr")
+            loss = F.cross_entropy(logits, d.train_y[idx].to(self.device, non_blocking=True))
+            losses.append(loss.detach())
+            if (i + 1) % _CHECK_EVERY == 0 or i == steps - 1:
+                self._check_finite(losses, epoch, i)
             for g in self.optimizer.param_groups:
                 g["lr"] = 0.5 * c.lr * (1 + math.cos(math.pi * step / total))
             self.optimizer.zero_grad(set_to_none=True)
@@ -175,9 +192,21 @@ class WeightSharingSearch:
                 torch.nn.utils.clip_grad_norm_([p for p in self.bank.weights.values() if p.grad is not None],
                                                cfg.weight_sharing.grad_clip)
             self.optimizer.step()
-            losses.append(float(loss.detach()))
         # chance_loss: what predicting the class prior scores; the report compares the last pass with it
-        return {"train_loss": sum(losses) / len(losses), "steps": steps, "chance_loss": math.log(d.num_classes)}
+        return {"train_loss": float(torch.stack(losses).mean()), "steps": steps, "chance_loss": math.log(d.num_classes)}
+
+    def _batch(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (CPU) -> the standardized float batch on the search's device."""
+        return normalize(images.to(self.device, non_blocking=True), self._mean, self._std)
+
+    @staticmethod
+    def _check_finite(losses: list[torch.Tensor], epoch: int, step: int) -> None:
+        """Stop on a non-finite loss. Checked every ``_CHECK_EVERY`` steps, not each one, so that
+        a GPU is not made to wait for the host every step; a diverged bank is not saved either way."""
+        recent = torch.stack(losses[-_CHECK_EVERY:])
+        if not bool(torch.isfinite(recent).all()):
+            raise StateError(f"weight-sharing training diverged at epoch {epoch} by step {step} "
+                             f"(loss {float(recent[~torch.isfinite(recent)][0])}); lower child.lr")
 
     # Rewards -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -190,8 +219,8 @@ class WeightSharingSearch:
         correct = 0
         bs = self.cfg.weight_sharing.eval_batch_size
         for i in range(0, len(xs), bs):
-            logits = self.bank(normalize(xs[i:i + bs], d.mean, d.std), genotype, train=True, read_only=True)
-            correct += int((logits.argmax(1) == ys[i:i + bs]).sum())
+            logits = self.bank(self._batch(xs[i:i + bs]), genotype, train=True, read_only=True)
+            correct += int((logits.argmax(1).cpu() == ys[i:i + bs]).sum())
         return correct / len(xs)
 
     def _val_slice(self, trial_id: int) -> slice:
@@ -237,7 +266,8 @@ class WeightSharingSearch:
                     stats = self.train_epoch(phase)
                     self.epochs_trained = phase + 1
                     self._save_bank()
-                    self._record_epoch({"epoch": phase, **stats, "seconds": time.perf_counter() - t_epoch})
+                    self._record_epoch({"epoch": phase, **stats, "seconds": time.perf_counter() - t_epoch,
+                                        "device": str(self.device)})
                     self._emit("epoch", Trial(-1, [], {}, 0, {"epoch": phase, **stats}))
                 for trial in [t for t in in_flight if t.trial_id in ids]:
                     self._finish(log, updates, trial)
