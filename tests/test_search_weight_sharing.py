@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nasnet_det.errors import StateError
 from nasnet_det.modeling import NASNet
 from nasnet_det.search.config import child_network, load_config
 from nasnet_det.search.cost import CostModel, count_macs
@@ -37,15 +38,29 @@ def _genotypes(space, n: int, seed: int = 0):
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it)")
 
 
-@pytest.mark.parametrize("channels_last,device",
-                         [(False, "cpu"), (True, "cpu"), pytest.param(True, "cuda", marks=CUDA)])
-def test_subnetwork_equals_standalone_network_with_the_shared_weights(channels_last, device, monkeypatch):
+def _search_head_by_hand(bank: SharedWeights, net: NASNet, pooled: torch.Tensor) -> torch.Tensor:
+    """The projection head written out: gather the last cell's slots, project, standardize over the
+    batch, scale and shift, ReLU, linear."""
+    from nasnet_det.search.supernet import state_slots
+
+    w = {k.split("/", 1)[1]: v.detach().cpu() for k, v in bank.weights.items() if k.startswith("search_head/")}
+    z = pooled @ w["proj"][:, state_slots(net.cells[-1])[1]].t()
+    z = (z - z.mean(0)) / (z.var(0, unbiased=False) + 1e-3).sqrt() * w["bn/weight"] + w["bn/bias"]
+    return z.clamp(min=0) @ w["fc/weight"].t() + w["fc/bias"]
+
+
+@pytest.mark.parametrize("channels_last,device,head", [
+    (False, "cpu", "classifier"), (True, "cpu", "classifier"), (True, "cpu", "projection"),
+    pytest.param(True, "cuda", "projection", marks=CUDA)])
+def test_subnetwork_equals_standalone_network_with_the_shared_weights(channels_last, device, head, monkeypatch):
     """The stand-alone network is plain NCHW on the CPU: the supernet's NHWC option and its device
-    change speed, not values (up to float rounding; TF32 off so that a GPU computes in fp32)."""
+    change speed, not values (up to float rounding; TF32 off so that a GPU computes in fp32). Under
+    the projection head the sub-network is the stand-alone body (``num_classes=0``: pooled features)
+    followed by the search head."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     space, base, _ = _space_and_base()
-    bank = SharedWeights(base, channels_last=channels_last, device=device)
+    bank = SharedWeights(base, channels_last=channels_last, device=device, head=head)
     genotypes = _genotypes(space, 4)
     assert any(b.combine == "concat" for g in genotypes for b in g.normal.blocks + g.reduce.blocks)
     x = torch.randn(4, 3, 32, 32, device=device)
@@ -56,24 +71,33 @@ def test_subnetwork_equals_standalone_network_with_the_shared_weights(channels_l
         opt.zero_grad()
         loss.backward()
         opt.step()
+    assert (head == "projection") == any(k.startswith("search_head/") for k in bank.weights.keys())
     for g in genotypes:
-        net = NASNet(base.replace(genotype=g))
+        net = NASNet(base.replace(genotype=g, num_classes=0 if head == "projection" else base.num_classes))
         net.load_state_dict(bank.state_dict_for(g), strict=True)
         net.eval()
         with torch.no_grad():
             expected = net(x.cpu())
+            if head == "projection":
+                expected = _search_head_by_hand(bank, net, expected)
             got = bank(x, g, train=False)
-        assert bank.network(g)[0].channels_last_input is channels_last
+        assert bank.network(g).child.channels_last_input is channels_last
         assert got.device.type == device and all(p.device.type == device for p in bank.parameters())
+        assert got.shape == (4, 10)
         tol = 1e-5 if device == "cpu" else 1e-4  # cuDNN sums in its own order
         torch.testing.assert_close(got.cpu(), expected, rtol=tol, atol=tol)
+        # the reported size is the stand-alone child's, NASNet classifier included
+        assert bank.num_parameters(g) == sum(p.numel() for p in NASNet(base.replace(genotype=g)).parameters())
     saved = bank.bank_state()  # a saved bank is CPU tensors whatever the device, and loads back onto it
     assert all(t.device.type == "cpu" for t in saved["weights"].values())
-    again = SharedWeights(base, channels_last=channels_last, device=device)
+    again = SharedWeights(base, channels_last=channels_last, device=device, head=head)
     again.load_bank_state(saved)
     assert all(p.device.type == device for p in again.parameters())
     with torch.no_grad():
         torch.testing.assert_close(again(x, genotypes[0], train=False), bank(x, genotypes[0], train=False))
+    other = "classifier" if head == "projection" else "projection"
+    with pytest.raises(StateError, match=f"trained with weight_sharing.head '{head}'.*use weight_sharing.head {head}"):
+        SharedWeights(base, device=device, head=other).load_bank_state(saved)
 
 
 def test_weight_sharing_refuses_a_missing_gpu_and_stops_on_a_diverged_loss(tmp_path, monkeypatch):
@@ -123,9 +147,10 @@ def test_tensors_are_shared_by_role_and_not_across_roles():
 def test_readers_of_a_cell_output_meet_each_state_in_its_own_slot():
     """The classifier reads the last cell's unused states, which differ between architectures. The
     columns for one state come from that state's slot of one bank tensor, wherever the state sits
-    in the concat, and training through one architecture changes only the slots it reads."""
+    in the concat, and training through one architecture changes only the slots it reads (the
+    NASNet classifier under ``head="classifier"``; the projection head gathers the same slots)."""
     space, base, _ = _space_and_base()
-    bank = SharedWeights(base)
+    bank = SharedWeights(base, head="classifier")
 
     def layout(g):
         last = bank.network(g)[0].cells[-1]

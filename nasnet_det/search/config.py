@@ -89,6 +89,11 @@ def _defaults() -> SearchConfig:
         "eval_batch_size": 256,  # held-out images per reward during the search (ENAS: one minibatch)
         "final_archs": 100,
         "grad_clip": 5.0,  # ENAS's bound on the shared weights' gradient norm; 0 = off
+        # what turns the last cell's states into logits in the supernet: "projection" (a shared
+        # projection + BN + ReLU + linear, as ENAS ends its cells; supernet.py says why) or
+        # "classifier" (each sub-network's own NASNet classifier, read slot by slot)
+        "head": "projection",
+        "head_width": 64,
     })
     # Cost-aware rewards, both modes: reward = accuracy * (cost / target) ** weight (MnasNet's soft
     # objective, Tan et al. 2019, w = -0.07), and architectures whose cost exceeds limit are rejected
@@ -130,12 +135,13 @@ _CHOICES = {
     "data.eval_split": ("val", "test"),
     "executor.kind": ("inline", "process", "ray"),
     "child.device": ("auto", "cpu", "cuda"),
+    "weight_sharing.head": ("projection", "classifier"),
 }
 _POSITIVE = {
     "num_archs", "top_k", "space.num_blocks", "ppo.hidden_size", "ppo.batch_size", "ppo.epochs",
     "evolution.population", "evolution.sample_size", "child.epochs", "child.batch_size", "child.threads",
     "data.image_size", "ppo.lr", "child.lr", "weight_sharing.epochs", "weight_sharing.eval_batch_size",
-    "cost.latency_repeats",
+    "weight_sharing.head_width", "cost.latency_repeats",
 }
 _NON_NEGATIVE = {
     "seed", "ppo.init_range", "ppo.entropy_weight", "ppo.clip", "ppo.grad_clip", "child.momentum",

@@ -25,6 +25,17 @@ weight then always meets the same state, whatever else is concatenated beside it
 versions did not: keying by shape split those tensors into many rarely trained copies, and a
 leading slice fed each weight whichever state happened to come first; with either, the
 shared-weight accuracies of sampled architectures stayed at chance on CIFAR-10.
+
+The classifier is the one reader that slot gathering does not make shareable. A cell's input
+1x1 convolutions map the gathered states into F channels and normalize them (BN), so the next
+cell sees one representation whatever was concatenated; NASNet's classifier instead reads the
+pooled states directly, and each state is a different op's output in each architecture, so a
+step that fits one architecture's logits makes the next one's confidently wrong (losses of 4-8,
+far above chance, under uniform sampling). The search head (``head="projection"``, the default;
+ENAS ends its cells the same way) is that fix-up for the classifier: the pooled slots are gathered
+by one shared projection to ``head_width`` features, normalized with batch statistics, ReLU, and a
+shared linear classifier. Only the supernet has it: the body of every sub-network is still the
+stand-alone network's, and a stand-alone child trains its own NASNet classifier.
 """
 from __future__ import annotations
 
@@ -34,14 +45,28 @@ from collections import OrderedDict
 from typing import Any, Callable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from nasnet_det.errors import StateError
 from nasnet_det.modeling import NASNet
 from nasnet_det.modeling.config import NASNetConfig
 from nasnet_det.modeling.network import init_module
 from nasnet_det.space import Genotype
 
 _OP_MODULE = "comb_iter_"
+HEADS = ("projection", "classifier")
+_HEAD = "search_head"  # bank key prefix of the projection head's tensors
+_HEAD_EPS = 1e-3  # the BN epsilon of the NASNet CIFAR children
+
+
+class _Built(NamedTuple):
+    """A genotype's meta-device network and how its tensors come from the bank."""
+
+    child: NASNet
+    params: list["_Use"]
+    buffers: list["_Use"]
+    head_slots: torch.Tensor | None  # projection head: its bank columns for the pooled features
 
 
 class _Use(NamedTuple):
@@ -147,9 +172,12 @@ class SharedWeights(nn.Module):
         cache_size: sub-networks (meta-device modules and their key lists) kept built.
         seed: a tensor's initial value is a function of this seed and its role key alone, so it
             does not depend on which architecture happened to need it first (exact resume).
+        head: "projection" (the search head of the module docstring) or "classifier" (each
+            sub-network's own NASNet classifier: the sub-network is then the whole stand-alone network).
+        head_width: the projection head's features.
         channels_last: sub-networks take NHWC inputs (``NASNet.set_inference_options``); the bank
             stays NCHW, so saved banks do not depend on it.
-        device: where the bank lives and the sub-networks run ("cpu", "cuda", "cuda:1"). New and
+        device: where the bank lives and the sub-networks run ("cpu", "cuda"). New and
             grown entries are initialized on the CPU (the same seeded values on every device) and
             then moved there; ``bank_state`` gives CPU tensors, so a saved bank does not depend on it.
 
@@ -158,12 +186,16 @@ class SharedWeights(nn.Module):
     """
 
     def __init__(self, base: NASNetConfig, cache_size: int = 512, seed: int = 0, channels_last: bool = False,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", head: str = "projection", head_width: int = 64) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
         self.base = base
         self.seed = seed
         self.channels_last = channels_last
         self.device = torch.device(device)
+        self.head = head
+        self.head_width = int(head_width)
         self.weights = nn.ParameterDict()  # role key (no dots) -> shared parameter
         self.stats = nn.Module()  # role key -> shared buffer (BN running statistics)
         self.cache_size = cache_size
@@ -172,21 +204,23 @@ class SharedWeights(nn.Module):
         self.on_grown_parameter: Callable[[nn.Parameter, nn.Parameter], None] | None = None
 
     # Building ----------------------------------------------------------------------------------
-    def network(self, genotype: Genotype) -> tuple[NASNet, list[_Use], list[_Use]]:
-        """The meta-device network of ``genotype`` and its (name, key, shape) lists for
-        parameters and buffers."""
+    def network(self, genotype: Genotype) -> _Built:
+        """The meta-device network of ``genotype`` (without its classifier under the projection
+        head) and its (name, key, shape) lists for parameters and buffers."""
         tag = (genotype.normal, genotype.reduce)  # the architecture, whatever its name
         hit = self._built.get(tag)
         if hit is not None:
             self._built.move_to_end(tag)
             return hit
+        cfg = self.base.replace(genotype=genotype)
         with torch.device("meta"):
-            child = NASNet(self.base.replace(genotype=genotype))
+            child = NASNet(cfg.replace(num_classes=0) if self.head == "projection" else cfg)
         child.set_inference_options(channels_last=self.channels_last)
         readers = _cell_output_readers(child)
         params = [_use(child, n, p.shape, readers, self.device) for n, p in child.named_parameters()]
         buffers = [_use(child, n, b.shape, {}, self.device) for n, b in child.named_buffers()]
-        self._built[tag] = (child, params, buffers)
+        slots = state_slots(child.cells[-1])[1].to(self.device) if self.head == "projection" else None
+        self._built[tag] = _Built(child, params, buffers, slots)
         if len(self._built) > self.cache_size:
             self._built.popitem(last=False)
         return self._built[tag]
@@ -199,7 +233,7 @@ class SharedWeights(nn.Module):
         """The parameters and buffers, by key, that the bank lacks or holds too small for
         ``genotype``: new ones initialized as NASNet does (seeded by role), grown ones with the
         bank's values leading. Nothing is changed; ``tensors`` decides whether to keep them."""
-        child, params, buffers = self.network(genotype)
+        child, params, buffers, _ = self.network(genotype)
         weights, stats = dict(self.weights.items()), dict(self.stats.named_buffers())
         missing = {u.name.rsplit(".", 1)[0] for u in params if not self._covers(weights.get(u.key), u.bank_shape)}
         missing |= {u.name.rsplit(".", 1)[0] for u in buffers if not self._covers(stats.get(u.key), u.bank_shape)}
@@ -225,7 +259,22 @@ class SharedWeights(nn.Module):
                     elif not self._covers(old, fresh.shape):
                         grown = _grown(old.detach().cpu(), fresh.detach(), _role_seed(self.seed, key))
                         new[key] = grown.to(self.device)
+        if self.head == "projection" and f"{_HEAD}/proj" not in weights:
+            new_weights.update(self._new_head(state_slots(child.cells[-1])[0]))
         return new_weights, new_stats
+
+    def _new_head(self, slot_width: int) -> dict[str, torch.Tensor]:
+        """The projection head's initial tensors, seeded by role as every bank entry: the projection
+        as NASNet initializes a 1x1 convolution (He, fan-out), the classifier small (std 0.01), so
+        that the first logits are near zero and the first losses near chance."""
+        classes = self.base.num_classes
+        gen = torch.Generator().manual_seed(_role_seed(self.seed, _HEAD))
+        p = self.head_width
+        head = {f"{_HEAD}/proj": torch.randn(p, slot_width, generator=gen) * (2.0 / p) ** 0.5,
+                f"{_HEAD}/bn/weight": torch.ones(p), f"{_HEAD}/bn/bias": torch.zeros(p),
+                f"{_HEAD}/fc/weight": torch.randn(classes, p, generator=gen) * 0.01,
+                f"{_HEAD}/fc/bias": torch.zeros(classes)}
+        return {k: v.to(self.device) for k, v in head.items()}
 
     def _keep(self, new_weights: dict[str, torch.Tensor], new_stats: dict[str, torch.Tensor]) -> None:
         """Store entries from ``_entries_needed`` and tell the optimizer."""
@@ -245,8 +294,8 @@ class SharedWeights(nn.Module):
     # Running -----------------------------------------------------------------------------------
     def keys(self, genotype: Genotype) -> dict[str, str]:
         """Name -> bank key of every parameter and buffer of ``genotype``'s network."""
-        _child, params, buffers = self.network(genotype)
-        return {u.name: u.key for u in params + buffers}
+        built = self.network(genotype)
+        return {u.name: u.key for u in built.params + built.buffers}
 
     def tensors(self, genotype: Genotype, read_only: bool = False) -> dict[str, torch.Tensor]:
         """Name -> shared tensor (the leading slice of its bank entry) for ``genotype``'s network.
@@ -255,16 +304,26 @@ class SharedWeights(nn.Module):
         the running statistics are copies. Only training changes the bank, so the bank after an
         epoch does not depend on which proposals were scored before it (exact resume).
         """
-        _child, params, buffers = self.network(genotype)
+        return self._tensors(genotype, read_only)[0]
+
+    def _tensors(self, genotype: Genotype, read_only: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``tensors`` and the projection head's (by bank key; empty for the classifier head)."""
+        built = self.network(genotype)
         new_weights, new_stats = self._entries_needed(genotype)
         if not read_only:
             self._keep(new_weights, new_stats)
             new_weights, new_stats = {}, {}
-        out = {u.name: _take(new_weights[u.key] if u.key in new_weights else self.weights[u.key], u) for u in params}
-        for u in buffers:
+
+        def weight(key: str) -> torch.Tensor:
+            return new_weights[key] if key in new_weights else self.weights[key]
+
+        out = {u.name: _take(weight(u.key), u) for u in built.params}
+        for u in built.buffers:
             b = _take(new_stats[u.key] if u.key in new_stats else getattr(self.stats, u.key), u)
             out[u.name] = b.clone() if read_only else b
-        return out
+        head = {} if built.head_slots is None else {
+            k: weight(f"{_HEAD}/{k}") for k in ("proj", "bn/weight", "bn/bias", "fc/weight", "fc/bias")}
+        return out, head
 
     def forward(self, x: torch.Tensor, genotype: Genotype, train: bool = True,
                 read_only: bool = False) -> torch.Tensor:
@@ -273,31 +332,47 @@ class SharedWeights(nn.Module):
         ``train``: batch statistics in the norms (ENAS's setting for both steps: one set of running
         statistics cannot fit every architecture); ``read_only`` (the reward step): see ``tensors``.
         """
-        child, _, _ = self.network(genotype)
-        child.train(train)
-        out = torch.func.functional_call(child, self.tensors(genotype, read_only), (x,))
-        return out[0] if isinstance(out, (tuple, list)) else out
+        built = self.network(genotype)
+        built.child.train(train)
+        body, head = self._tensors(genotype, read_only)
+        out = torch.func.functional_call(built.child, body, (x,))
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        if built.head_slots is None:
+            return out
+        # out: the pooled features (ReLU, global average pool) of the last cell's concatenated states
+        z = F.linear(out, head["proj"].index_select(1, built.head_slots))
+        z = F.batch_norm(z, None, None, head["bn/weight"], head["bn/bias"], training=True, eps=_HEAD_EPS)
+        return F.linear(F.relu(z), head["fc/weight"], head["fc/bias"])
 
     def state_dict_for(self, genotype: Genotype) -> dict[str, torch.Tensor]:
         """The stand-alone state dict of ``genotype``'s network (copies): loads into
-        ``NASNet(base.replace(genotype=genotype))`` with ``strict=True``."""
+        ``NASNet(base.replace(genotype=genotype))`` with ``strict=True``; under the projection
+        head the body's only (``num_classes=0``: the search head is not a NASNet classifier)."""
         return {n: t.detach().clone() for n, t in self.tensors(genotype).items()}
 
     def num_parameters(self, genotype: Genotype) -> int:
-        """Parameters of the stand-alone network of ``genotype``."""
-        child, _, _ = self.network(genotype)
-        return sum(p.numel() for p in child.parameters())
+        """Parameters of the stand-alone network of ``genotype`` (with its NASNet classifier)."""
+        child = self.network(genotype).child
+        own = sum(p.numel() for p in child.parameters())
+        if child.classifier is None and self.base.num_classes:
+            own += (child.num_features + 1) * self.base.num_classes
+        return own
 
     # Saving ------------------------------------------------------------------------------------
     def bank_state(self) -> dict[str, Any]:
         """The bank as plain data (``state.save_state`` writes it): keys in creation order."""
         return {"weights": {k: p.detach().cpu() for k, p in self.weights.items()},
                 "stats": {k: b.cpu() for k, b in self.stats.named_buffers()},
-                "order": list(self.weights.keys())}
+                "order": list(self.weights.keys()), "head": self.head}
 
     def load_bank_state(self, state: dict[str, Any]) -> None:
         """Recreate the bank saved by ``bank_state`` (parameters in their creation order, so an
-        optimizer rebuilt over them lines up with its saved state)."""
+        optimizer rebuilt over them lines up with its saved state). A bank trained under another
+        head is refused (its classifier tensors were never trained, or are missing)."""
+        saved = state.get("head", "classifier")  # banks saved before the projection head had none
+        if saved != self.head:
+            raise StateError(f"these shared weights were trained with weight_sharing.head {saved!r}, "
+                             f"not {self.head!r}; use weight_sharing.head {saved}")
         self.weights = nn.ParameterDict()
         self.stats = nn.Module()
         self._built.clear()

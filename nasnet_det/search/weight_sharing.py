@@ -95,8 +95,9 @@ class WeightSharingSearch:
         self.data = load_child_data(cfg.data)
         self.base = child_network(cfg.child, num_classes=self.data.num_classes, image_size=cfg.data.image_size)
         self.device = search_device(cfg.child.device)
+        ws = cfg.weight_sharing
         self.bank = SharedWeights(self.base, seed=cfg.seed, channels_last=bool(cfg.child.channels_last),
-                                  device=self.device)
+                                  device=self.device, head=ws.head, head_width=ws.head_width)
         self._mean, self._std = self.data.mean.to(self.device), self.data.std.to(self.device)
         self.cost = CostModel(cfg.cost, self.base, cfg.data.image_size)
         self.optimizer: torch.optim.SGD | None = None
@@ -133,7 +134,7 @@ class WeightSharingSearch:
     def _start_bank(self, resume_state: dict[str, Any] | None) -> None:
         c = self.cfg.child
         if resume_state is not None:
-            self.bank.load_bank_state(resume_state["bank"])
+            self._restore_bank(resume_state)
         else:
             self.bank.tensors(self.space.decode(self.strategy.sample_architecture(_seed(self.cfg.seed, "init"))))
         self.optimizer = torch.optim.SGD(self._groups(), lr=c.lr, momentum=c.momentum)
@@ -156,8 +157,14 @@ class WeightSharingSearch:
         """Load the folder's saved shared weights (which must exist) for scoring only (``accuracy``;
         evaluate-ranking), without an optimizer; returns the number of epochs they were trained."""
         state = self._saved_bank(self.output / SUPERNET_NAME)
-        self.bank.load_bank_state(state["bank"])
+        self._restore_bank(state)
         return int(state["epochs_trained"])
+
+    def _restore_bank(self, state: dict[str, Any]) -> None:
+        try:
+            self.bank.load_bank_state(state["bank"])
+        except StateError as err:  # e.g. trained under another weight_sharing.head
+            raise StateError(f"{self.output / SUPERNET_NAME}: {err}") from None
 
     def _save_bank(self) -> None:
         save_state({"bank": self.bank.bank_state(), "optimizer": self.optimizer.state_dict(),
