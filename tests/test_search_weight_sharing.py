@@ -317,3 +317,20 @@ def test_report_and_cli_warn_when_the_shared_weights_never_beat_chance(tmp_path,
         err = capsys.readouterr().err
         assert ("warning: the shared weights did not learn" in err) is not learned
         assert err.count("\n") == (0 if learned else 1)
+
+    # once the final phase is scored, its held-out accuracies decide (1.5 x chance), whatever the loss
+    from nasnet_det.search.trial_log import Trial
+
+    def final(accuracies, phase="final"):
+        return [Trial(i, [], {}, 0, {"phase": phase}, status="ok", reward=a, extra={"accuracy": a})
+                for i, a in enumerate(accuracies)]
+
+    for accuracies, loss, learned in (([0.12, 0.16], 1.20, False), ([0.20, 0.22], 2.13, True),
+                                      ([0.30], 2.38, True)):
+        (tmp_path / EPOCHS_NAME).write_text(json.dumps([{"epoch": 0, "train_loss": loss, "chance_loss": chance}]))
+        check = shared_weights_check(tmp_path, final(accuracies) + final([0.9], phase="search"))
+        assert check["learned"] is learned and check["final_proposals"] == len(accuracies)
+        assert check["final_mean_accuracy"] == pytest.approx(sum(accuracies) / len(accuracies))
+        search_tool.warn_untrained({"shared_weights": check})
+        err = capsys.readouterr().err
+        assert ("final proposals average 14.0 % held-out accuracy, chance 10.0 %" in err) is (not learned)
