@@ -57,6 +57,7 @@ from nasnet_det.space import Genotype
 _OP_MODULE = "comb_iter_"
 HEADS = ("projection", "classifier")
 _HEAD = "search_head"  # bank key prefix of the projection head's tensors
+_HEAD_TENSORS = ("proj", "bn/weight", "bn/bias", "fc/weight", "fc/bias")
 _HEAD_EPS = 1e-3  # the BN epsilon of the NASNet CIFAR children
 
 
@@ -270,11 +271,10 @@ class SharedWeights(nn.Module):
         classes = self.base.num_classes
         gen = torch.Generator().manual_seed(_role_seed(self.seed, _HEAD))
         p = self.head_width
-        head = {f"{_HEAD}/proj": torch.randn(p, slot_width, generator=gen) * (2.0 / p) ** 0.5,
-                f"{_HEAD}/bn/weight": torch.ones(p), f"{_HEAD}/bn/bias": torch.zeros(p),
-                f"{_HEAD}/fc/weight": torch.randn(classes, p, generator=gen) * 0.01,
-                f"{_HEAD}/fc/bias": torch.zeros(classes)}
-        return {k: v.to(self.device) for k, v in head.items()}
+        head = dict(zip(_HEAD_TENSORS, (torch.randn(p, slot_width, generator=gen) * (2.0 / p) ** 0.5,
+                                        torch.ones(p), torch.zeros(p),
+                                        torch.randn(classes, p, generator=gen) * 0.01, torch.zeros(classes))))
+        return {f"{_HEAD}/{k}": v.to(self.device) for k, v in head.items()}
 
     def _keep(self, new_weights: dict[str, torch.Tensor], new_stats: dict[str, torch.Tensor]) -> None:
         """Store entries from ``_entries_needed`` and tell the optimizer."""
@@ -321,8 +321,7 @@ class SharedWeights(nn.Module):
         for u in built.buffers:
             b = _take(new_stats[u.key] if u.key in new_stats else getattr(self.stats, u.key), u)
             out[u.name] = b.clone() if read_only else b
-        head = {} if built.head_slots is None else {
-            k: weight(f"{_HEAD}/{k}") for k in ("proj", "bn/weight", "bn/bias", "fc/weight", "fc/bias")}
+        head = {} if built.head_slots is None else {k: weight(f"{_HEAD}/{k}") for k in _HEAD_TENSORS}
         return out, head
 
     def forward(self, x: torch.Tensor, genotype: Genotype, train: bool = True,

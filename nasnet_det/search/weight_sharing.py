@@ -33,6 +33,7 @@ import yaml
 
 from ..durable import atomic_write_json, atomic_write_text
 from ..errors import ConfigError, StateError
+from .child import resolve_device
 from .config import SearchConfig, child_network
 from .cost import CostModel
 from .data import augment, load_child_data, normalize
@@ -57,16 +58,17 @@ _CHECK_EVERY = 20  # training steps between checks that the loss is finite
 
 
 def search_device(device: str) -> torch.device:
-    """``child.device`` for the supernet: "auto" is the first GPU if there is one, else the CPU.
+    """``child.device`` for the supernet, resolved as a child's is (``child.resolve_device``: "auto"
+    is the first GPU if there is one, else the CPU).
 
     One process trains the shared weights, so one device; several searches scale out as separate
-    processes (docs/search.md). A GPU asked for but absent is the user's setting, not a crash.
+    processes (docs/search.md). A GPU asked for but absent is the user's setting here, not a failed
+    trial, so it stops the search with a ConfigError.
     """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"child.device: {device!r}, but torch sees no GPU here; use child.device cpu (or auto)")
-    return torch.device(device)
+    try:
+        return torch.device(resolve_device(device))
+    except RuntimeError as err:
+        raise ConfigError(f"{err}; use child.device cpu (or auto)") from None
 
 
 def _seed(*parts: Any) -> int:
