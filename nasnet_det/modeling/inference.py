@@ -13,7 +13,8 @@ Why each piece (profiled on the Xeon/AMX CPU this project benchmarks on, see doc
 * **In-place work on fresh tensors** needs no option: ``Cell.forward`` does it whenever no gradient
   is recorded (``torch.no_grad`` / ``inference_mode``), for the plain model as well.
 * **bf16** (optional, not bit-equal): ``torch.autocast`` to bfloat16; on CPUs with AMX / AVX512-BF16
-  oneDNN runs the convolutions on the bf16 units. Outputs come back as float32.
+  oneDNN runs the convolutions on the bf16 units. Outputs come back as float32. With
+  ``compile="onednn"`` the fused traces run in bf16 too (the fastest bf16 path measured).
 * **torch.compile** (optional, ``compile=True``): the whole forward goes through inductor
   (``nn.Module.compile``, so the model stays a ``NASNet``) with *freezing*: under ``inference_mode``
   / ``no_grad`` the weights become constants, so inductor folds them, pre-packs them into oneDNN's
@@ -137,9 +138,10 @@ def optimize_for_inference(
             cache; needs a C++ compiler on CPU; one compilation per input shape and grad mode);
             ``"cells"``: compile each cell, for callers of ``stem`` / ``forward_cells``;
             ``"onednn"``: trace ``model(x)`` per input shape, freeze it and run it with oneDNN
-            Graph fusion (``graph_fusion.py``; float32, CPU, whole-model ``forward`` only; the
-            first call of a shape traces, warms up and checks the fused graph, 7-10 s for
-            nasnet_a_large): the fastest path on the CPUs measured (docs/benchmarks.md).
+            Graph fusion (``graph_fusion.py``; CPU, whole-model ``forward`` only; float32, or
+            bf16 with ``bf16=True``; the first call of a shape traces, warms up and checks the
+            fused graph, 5-10 s for nasnet_a_large): the fastest path on the CPUs measured
+            (docs/benchmarks.md).
         compile_options: inductor options added to :data:`COMPILE_OPTIONS` (e.g.
             ``{"cpp_wrapper": True}``: measured 1.03x on nasnet_a_large at batch 1, for a cold
             compile of 6 minutes instead of 2; docs/benchmarks.md).
@@ -159,8 +161,6 @@ def optimize_for_inference(
         raise ValueError(f"compile_options={compile_options!r} without compile='model' or 'cells' (got "
                          f"compile={compile!r}): nothing would use these inductor options")
     check_batch_chunk(batch_chunk)
-    if mode == "onednn" and bf16:
-        raise ValueError("compile='onednn' with bf16=True: the fused traces are float32; use compile=True for bf16")
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()

@@ -22,7 +22,7 @@ from torch import nn
 from .cell import Cell
 from .checkpoint import checkpointed, recording
 from .config import NASNetConfig, calc_reduction_layers
-from .graph_fusion import DEFAULT_BATCH_CHUNK, FusedGraphs
+from .graph_fusion import BF16_TOLERANCE, DEFAULT_BATCH_CHUNK, FP32_TOLERANCE, FusedGraphs
 from .ops import ConvBN, ConvBNModule
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -266,14 +266,16 @@ class NASNet(nn.Module):
                               graph_fusion: bool = False, batch_chunk: int | None = DEFAULT_BATCH_CHUNK) -> None:
         """What the entry points do: feed NHWC inputs (in training too: the search's children and
         supernet use it), run eval calls under bf16 autocast (float32 out); ``graph_fusion``:
-        ``forward`` runs eval float32 CPU calls without gradients through a traced, oneDNN-Graph-fused
-        copy of itself (``graph_fusion.FusedGraphs``), ``batch_chunk`` images at a time.
+        ``forward`` runs eval CPU calls on float32 inputs without gradients through a traced,
+        oneDNN-Graph-fused copy of itself (``graph_fusion.FusedGraphs``; in bf16 with ``bf16``),
+        ``batch_chunk`` images at a time.
 
         ``optimize_for_inference`` sets these; the weights' layout is the caller's (``model.to(memory_format=...)``).
         """
         self.channels_last_input = channels_last
         self.bf16_autocast = bf16
-        self.fused_graphs = FusedGraphs(batch_chunk) if graph_fusion else None
+        tolerance = BF16_TOLERANCE if bf16 else FP32_TOLERANCE  # what the fused trace is checked to
+        self.fused_graphs = FusedGraphs(batch_chunk, tolerance=tolerance) if graph_fusion else None
 
     # Forward pieces --------------------------------------------------------------------------------
     @_entry_point
