@@ -349,3 +349,30 @@ def test_cell_matches_a_plain_reference(genotype, stride):
         out = cell(h, h_prev)
     assert out.shape[1] == cell.out_channels
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_twin_ops_run_once():
+    """NASNet-A's normal cell adds avg_pool_3x3(h) to itself: the pooling runs once, the sum is exact
+    (the reference above checks the value bit for bit); ops with weights are never shared."""
+    from nasnet_det.modeling import Cell
+
+    g = space.resolve_genotype("nasnet_a")
+    cell = Cell(g.normal, in_channels=12, prev_channels=8, filters=8, stride=1,
+                norm=lambda c: nn.BatchNorm2d(c)).eval()
+    twins = [k for k, plan in enumerate(cell.block_plan) if plan.twin]
+    assert twins == [k for k, b in enumerate(g.normal.blocks) if b.ops == ("avg_pool_3x3", "avg_pool_3x3")] != []
+    calls = []
+    for k in twins:
+        for side in ("left", "right"):
+            getattr(cell, f"comb_iter_{k}_{side}").register_forward_hook(lambda m, i, o, side=side: calls.append(side))
+    with torch.no_grad():
+        cell(torch.randn(1, 12, 7, 7), torch.randn(1, 8, 7, 7))
+    assert calls == ["left"] * len(twins)
+    from nasnet_det.space.genotype import Block, CellSpec
+
+    spec = CellSpec.from_blocks([Block((0, 0), ("sep_conv_3x3", "sep_conv_3x3")), Block((1, 1), ("max_pool_3x3",) * 2)])
+    pair = Cell(spec, in_channels=12, prev_channels=8, filters=8, stride=1, norm=lambda c: nn.BatchNorm2d(c))
+    assert [plan.twin for plan in pair.block_plan] == [False, True]  # two separable convs have two sets of weights
+    x, x_prev = torch.randn(2, 12, 7, 7, requires_grad=True), torch.randn(2, 8, 7, 7)
+    pair.train()(x, x_prev).sum().backward()  # training: the shared output feeds both sides of the sum
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -44,6 +44,8 @@ class BlockPlan:
     ``ops`` are the two op modules' attribute names (``comb_iter_<k>_left`` / ``_right``), ``inputs``
     the states they read, ``drop_path`` whether each output gets drop-path (every op but identity),
     ``norm`` the attribute name of the combine's norm (``add_layernorm`` / ``add_instancenorm``) or None.
+    ``twin``: both ops are the same parameter-free op on the same state (NASNet-A's normal cell adds
+    ``avg_pool_3x3(h) + avg_pool_3x3(h)``), so the right one reuses the left one's output.
     """
 
     ops: tuple[str, str]
@@ -51,6 +53,7 @@ class BlockPlan:
     drop_path: tuple[bool, bool]
     combine: str
     norm: str | None = None
+    twin: bool = False
 
 
 def _combine_norm(combine: str, channels: int) -> nn.Module | None:
@@ -146,9 +149,12 @@ class Cell(nn.Module):
             norm_mod = _combine_norm(block.combine, width)
             if norm_mod is not None:
                 self.add_module(f"comb_iter_{k}_norm", norm_mod)
+            twin = (block.ops[0] == block.ops[1] and block.inputs[0] == block.inputs[1]
+                    and not any(True for _ in getattr(self, names[0]).parameters()))
             plans.append(BlockPlan(ops=names, inputs=tuple(block.inputs),
                                    drop_path=(block.ops[0] != "identity", block.ops[1] != "identity"),
-                                   combine=block.combine, norm=None if norm_mod is None else f"comb_iter_{k}_norm"))
+                                   combine=block.combine, norm=None if norm_mod is None else f"comb_iter_{k}_norm",
+                                   twin=twin))
             widths.append(width)
             reduced.append(stride == 2)
         self.block_plan: tuple[BlockPlan, ...] = tuple(plans)
@@ -221,7 +227,10 @@ class Cell(nn.Module):
         modules = self._modules
         for plan in self.block_plan:
             a, a_fresh = run(modules[plan.ops[0]], plan.inputs[0])
-            b, b_fresh = run(modules[plan.ops[1]], plan.inputs[1])
+            if plan.twin:  # the same output: computed once (drop-path below still draws a mask per side)
+                b, b_fresh = a, False
+            else:
+                b, b_fresh = run(modules[plan.ops[1]], plan.inputs[1])
             if keep < 1.0:
                 if plan.drop_path[0]:
                     a, a_fresh = drop_path(a, keep), True

@@ -37,8 +37,9 @@ import torch
 
 #: calls a new trace needs before the fused kernels run: the profiling executor's warm-up
 PROFILING_CALLS = 2
-#: images per fused call by default (``FusedGraphs.batch_chunk``)
-DEFAULT_BATCH_CHUNK = 4
+#: images per fused call by default (``FusedGraphs.batch_chunk``): on nasnet_a_large @331, batch 16,
+#: chunks of 2 were the fastest or on par at 1 and 2 threads, fp32 and bf16 (docs/benchmarks.md)
+DEFAULT_BATCH_CHUNK = 2
 #: the check's bound for float32 traces: float32 reordering gives ~1e-6
 FP32_TOLERANCE = 1e-5
 #: the check's bound for bf16 traces: a fused bf16 trace and the eager bf16 forward differ by ~4e-3
@@ -79,7 +80,8 @@ class FusedGraphs:
     Args:
         batch_chunk: larger batches run in chunks of at most this many images (None: whole), so
             each fused kernel's activations stay near the caches, as the ROI head's chunks do
-            (nasnet_a_large @331, batch 16, 2 threads: 1.2x faster in chunks of 1-4).
+            (nasnet_a_large @331, batch 16: chunks of 2 1.04x / 1.07x faster than chunks of 4 at
+            1 / 2 threads in fp32, and the whole batch in one trace 1.2x slower than any chunk).
         max_shapes: traces kept (least recently used dropped first).
         tolerance: the check's bound: ``FP32_TOLERANCE``, the equality the fast paths keep with the
             plain model, or ``BF16_TOLERANCE`` for a model running under bf16 autocast.
