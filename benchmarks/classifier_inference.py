@@ -13,7 +13,8 @@ inductor with freezing; its first call, the compilation, is timed apart as ``com
 ``--cpp-wrapper`` also ``ours_compiled_cpp``, the same plus inductor's ``cpp_wrapper``), with
 ``--onednn`` ``ours_onednn`` (``optimize_for_inference(compile="onednn")``: the traced, frozen,
 oneDNN-Graph-fused forward; its first call, trace and profiling runs, timed apart), with
-``--bf16`` ``ours_bf16`` (autocast) and, with ``--onednn`` too, ``ours_onednn_bf16``, and with
+``--bf16`` ``ours_bf16`` (autocast) and, with ``--onednn`` too, ``ours_onednn_bf16``, with
+``--batch-chunks C ...`` also ``ours_onednn_chunk<C>`` (the fused path in chunks of C images), and with
 ``--runtimes`` each runtime on two ONNX files of the same weights: ``<rt>_ours_onnx``
 (``nasnet_det.deploy.export_classifier``) and ``<rt>_timm_onnx`` (timm's model through
 ``torch.onnx.export``), ``rt`` = ``ort`` (ONNX Runtime, fp32) or ``ov`` (OpenVINO fp32; with
@@ -54,7 +55,7 @@ def _agree(a: torch.Tensor, b: torch.Tensor) -> float:
 def run_model(name: str, batches: list[int], iters: int | None, memory: bool, timing: bool, bf16: bool,
               compiled: bool = False, runtimes: Sequence[str] = (), threads: int | None = None,
               check_images: int = 4, device: str = "cpu", cpp_wrapper: bool = False,
-              onednn: bool = False) -> list[dict[str, Any]]:
+              onednn: bool = False, batch_chunks: Sequence[int] = ()) -> list[dict[str, Any]]:
     size = SIZES[name]
     if not timing:  # memory only: every number comes from fresh subprocesses
         names = ((["timm"] if name in builders.TIMM_PEERS else []) + ["ours", "ours_fast"]
@@ -86,6 +87,10 @@ def run_model(name: str, batches: list[int], iters: int | None, memory: bool, ti
         models["ours_onednn"] = optimize_for_inference(ours, compile="onednn")
     if onednn and bf16:
         models["ours_onednn_bf16"] = optimize_for_inference(ours, compile="onednn", bf16=True)
+    for chunk in batch_chunks if onednn else ():
+        for suffix, half in (("", False), ("_bf16", True)) if bf16 else (("", False),):
+            models[f"ours_onednn_chunk{chunk}{suffix}"] = optimize_for_inference(ours, compile="onednn", bf16=half,
+                                                                                 batch_chunk=chunk)
     if peer is not None:
         models = {"timm": peer.eval(), **models}
     folder = tempfile.TemporaryDirectory(prefix="bench_onnx_")
@@ -244,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="also time compile=True with inductor's cpp_wrapper (a much longer first compilation)")
     p.add_argument("--onednn", action="store_true",
                    help="also time optimize_for_inference(compile='onednn') (TorchScript + oneDNN Graph fusion)")
+    p.add_argument("--batch-chunks", nargs="*", type=int, default=[],
+                   help="with --onednn, also time the fused path with these batch_chunk values (besides the default)")
     p.add_argument("--runtimes", nargs="*", default=[], choices=list(RUNTIME_SHORT),
                    help="deployment runtimes to time on ONNX exports of the same weights (the deploy extra)")
     p.add_argument("--check-images", type=int, default=4,
@@ -267,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.models:
         rows += run_model(name, args.batches, args.iters, not args.no_memory, not args.memory_only, bf16,
                           args.compile, args.runtimes, args.threads, args.check_images, args.device,
-                          args.cpp_wrapper, args.onednn)
+                          args.cpp_wrapper, args.onednn, args.batch_chunks)
     table = common.print_table(rows, COLUMNS)
     lines = ratios(rows)
     print("\n".join(lines), flush=True)
