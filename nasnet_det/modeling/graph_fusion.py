@@ -18,7 +18,7 @@ gradients take this path; anything else runs the plain forward.
 
 bf16 (``optimize_for_inference(bf16=True, compile="onednn")``): the trace runs inside the model's
 bf16 autocast, so it records the casts; freezing folds the weights' casts into bf16 constants and
-oneDNN Graph fuses bf16 convolutions with their glue (on CPUs with AVX512-BF16 or AMX: 1.37x the
+oneDNN Graph fuses bf16 convolutions with their glue (on an AVX512-BF16 CPU: 1.33-1.49x the
 eager autocast path on nasnet_a_large, docs/benchmarks.md). The check then compares with the plain
 bf16 forward at a bf16 tolerance (``BF16_TOLERANCE``): the two round at different points.
 
@@ -80,7 +80,7 @@ class FusedGraphs:
     Args:
         batch_chunk: larger batches run in chunks of at most this many images (None: whole), so
             each fused kernel's activations stay near the caches, as the ROI head's chunks do
-            (nasnet_a_large @331, batch 16: chunks of 2 1.04x / 1.07x faster than chunks of 4 at
+            (nasnet_a_large @331, batch 16: chunks of 2 1.06x / 1.07x faster than chunks of 4 at
             1 / 2 threads in fp32, and the whole batch in one trace 1.2x slower than any chunk).
         max_shapes: traces kept (least recently used dropped first).
         tolerance: the check's bound: ``FP32_TOLERANCE``, the equality the fast paths keep with the
