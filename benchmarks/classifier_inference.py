@@ -74,6 +74,7 @@ def run_model(name: str, batches: list[int], iters: int | None, memory: bool, ti
     ours.eval().to(device)
     if peer is not None:
         peer.to(device)
+    from nasnet_det.modeling.graph_fusion import DEFAULT_BATCH_CHUNK
     from nasnet_det.modeling.inference import optimize_for_inference
 
     models: dict[str, torch.nn.Module] = {"ours": ours, "ours_fast": optimize_for_inference(ours)}
@@ -83,14 +84,11 @@ def run_model(name: str, batches: list[int], iters: int | None, memory: bool, ti
         models["ours_compiled"] = optimize_for_inference(ours, compile=True)
     if cpp_wrapper:
         models["ours_compiled_cpp"] = optimize_for_inference(ours, compile=True, compile_options={"cpp_wrapper": True})
-    if onednn:
-        models["ours_onednn"] = optimize_for_inference(ours, compile="onednn")
-    if onednn and bf16:
-        models["ours_onednn_bf16"] = optimize_for_inference(ours, compile="onednn", bf16=True)
-    for chunk in batch_chunks if onednn else ():
-        for suffix, half in (("", False), ("_bf16", True)) if bf16 else (("", False),):
-            models[f"ours_onednn_chunk{chunk}{suffix}"] = optimize_for_inference(ours, compile="onednn", bf16=half,
-                                                                                 batch_chunk=chunk)
+    for chunk in (DEFAULT_BATCH_CHUNK, *batch_chunks) if onednn else ():
+        for half in (False, True) if bf16 else (False,):
+            chunked = "" if chunk == DEFAULT_BATCH_CHUNK else f"_chunk{chunk}"
+            models[f"ours_onednn{chunked}{'_bf16' if half else ''}"] = optimize_for_inference(
+                ours, compile="onednn", bf16=half, batch_chunk=chunk)
     if peer is not None:
         models = {"timm": peer.eval(), **models}
     folder = tempfile.TemporaryDirectory(prefix="bench_onnx_")
@@ -262,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     common.apply_threads(args.threads)
     print(common.machine_info(), flush=True)
     bf16 = args.bf16
+    if args.batch_chunks and not args.onednn:
+        p.error("--batch-chunks times the fused path's chunk sizes: add --onednn")
     if args.device != "cpu" and (args.runtimes or args.memory_only or not args.no_memory):
         p.error("--device cuda times the torch contenders only: add --no-memory, drop --runtimes / --memory-only")
     if args.device == "cpu" and (bf16 or args.runtimes):

@@ -150,7 +150,7 @@ class Cell(nn.Module):
             if norm_mod is not None:
                 self.add_module(f"comb_iter_{k}_norm", norm_mod)
             twin = (block.ops[0] == block.ops[1] and block.inputs[0] == block.inputs[1]
-                    and not any(True for _ in getattr(self, names[0]).parameters()))
+                    and next(getattr(self, names[0]).parameters(), None) is None)
             plans.append(BlockPlan(ops=names, inputs=tuple(block.inputs),
                                    drop_path=(block.ops[0] != "identity", block.ops[1] != "identity"),
                                    combine=block.combine, norm=None if norm_mod is None else f"comb_iter_{k}_norm",
