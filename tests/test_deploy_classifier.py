@@ -75,3 +75,33 @@ def test_runtime_errors(exports, tmp_path):
         load_exported(tmp_path / "missing.onnx", "openvino")
     with pytest.raises(DeployError, match="format"):
         export_classifier(torch.nn.Identity(), "tflite", tmp_path / "x", SIZE, {})
+
+
+def _runtime_and_file(exports, runtime):
+    if runtime != "torch":
+        pytest.importorskip(runtime, reason="the deploy extra is not installed")
+        pytest.importorskip("onnx", reason="the deploy extra is not installed")
+    return exports["torchscript" if runtime == "torch" else "onnx"]
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "openvino"])
+def test_an_input_the_file_was_not_exported_for_is_one_error(exports, runtime):
+    """A TorchScript trace would run on 65x65 and give other numbers; the runtimes raise long errors."""
+    run = load_exported(_runtime_and_file(exports, runtime), runtime, threads=1)
+    with pytest.raises(DeployError, match=rf"shape \(1, 3, 65, 65\), the file takes \(any, 3, {SIZE}, {SIZE}\)"):
+        run(np.zeros((1, 3, SIZE + 1, SIZE + 1), np.float32))
+    with pytest.raises(DeployError, match="must be float32, got float64"):
+        run(np.zeros((1, 3, SIZE, SIZE)))
+    with pytest.raises(DeployError, match="takes 1 input"):
+        run()
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "openvino"])
+def test_a_damaged_export_is_one_error(exports, runtime, tmp_path):
+    path = _runtime_and_file(exports, runtime)
+    damaged = tmp_path / path.name
+    damaged.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(DeployError, match="cannot be loaded .*export it again"):
+        load_exported(damaged, runtime)
+    with pytest.raises(DeployError, match="not an? (ONNX|TorchScript) file"):
+        read_provenance(damaged)

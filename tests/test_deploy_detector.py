@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -118,3 +120,12 @@ def test_predictor_runtime_needs_fixed_size(detector):
         NASNetPredictor(cfg, runtime="openvino")
     with pytest.raises(ConfigError, match="expected torch"):
         NASNetPredictor(cfg, runtime="tvm")
+
+
+def test_torchscript_detector_loads_in_a_fresh_process(exports):
+    """The trace calls torchvision::nms, registered by importing torchvision: the loader does that."""
+    code = ("import numpy as np; from nasnet_det.deploy import load_exported; "
+            f"run = load_exported({str(exports['torchscript'])!r}, 'torch', threads=1); "
+            f"print(len(run(np.zeros((3, {HW[0]}, {HW[1]}), np.float32))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr

@@ -39,3 +39,11 @@ def test_errors_are_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("error:") and len(done.stderr.splitlines()) == 1
     done = _export("detector", "--config-file", "configs/nasnet_custom_cpu.yaml", "--out", str(tmp_path / "d"))
     assert done.returncode == 2 and "INPUT.FIXED_SIZE_TEST" in done.stderr, done.stderr
+    done = _export("detector", "--config-file", "configs/nasnet_demo_synthetic.yaml", "--out", str(tmp_path / "d"),
+                   "MODEL.WEIGHTS", "")
+    assert done.returncode == 2 and "--allow-random-weights" in done.stderr, done.stderr
+    (tmp_path / "file").write_text("in the way")
+    done = _export("classifier", "--config-file", "configs/pretrain/nasnet_a_mobile_imagenet.yaml",
+                   "--allow-random-weights", "--format", "torchscript", "--out", str(tmp_path / "file" / "net"), *SMALL)
+    assert done.returncode == 2 and done.stderr.startswith("error: cannot write"), done.stderr
+    assert len(done.stderr.splitlines()) == 1

@@ -27,8 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="kind", required=True)
     for kind, what in (("classifier", "pretraining config"), ("detector", "detection config")):
         s = sub.add_parser(kind, help=f"export the {kind} of a {what}")
-        s.add_argument("--weights", default=None, help="weights file; default: none for classifiers "
-                       "(random, said so in the provenance), MODEL.WEIGHTS for detectors")
+        s.add_argument("--weights", default=None, help="weights file; default: MODEL.WEIGHTS for detectors, "
+                       "none for classifiers (refused unless --allow-random-weights)")
+        s.add_argument("--allow-random-weights", action="store_true",
+                       help="export a randomly initialised model on purpose (for speed tests; the provenance says so)")
         s.add_argument("--format", choices=("torchscript", "onnx", "both"), default="both")
         s.add_argument("--out", required=True, help="output path without suffix (.pt / .onnx are added)")
         s.add_argument("--allow-unsafe-pickle", action="store_true",
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(config_yaml(cfg), end="")
             return 0
-        paths = run(cfg, args.weights, formats, args.out, args.allow_unsafe_pickle)
+        paths = run(cfg, args.weights, formats, args.out, args.allow_unsafe_pickle, args.allow_random_weights)
     except NASNetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -89,7 +89,8 @@ class ExportedDetector:
         for item in inputs:
             image = item["image"]
             if tuple(image.shape[-2:]) != self.image_hw:
-                raise ValueError(f"exported detector takes {self.image_hw} images, got {tuple(image.shape[-2:])}")
+                raise DeployError(f"exported detector takes {self.image_hw[0]}x{self.image_hw[1]} images, got "
+                                  f"{tuple(image.shape[-2:])}: resize them as NASNetPredictor does")
             boxes, scores, classes = self._run(image.numpy())
             found = Instances(self.image_hw, pred_boxes=Boxes(torch.from_numpy(boxes)),
                               scores=torch.from_numpy(scores), pred_classes=torch.from_numpy(classes))

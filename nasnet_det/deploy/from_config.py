@@ -17,17 +17,25 @@ from .provenance import build_provenance
 from .writers import check_format
 
 
-def export_classifier_from_config(cfg, weights: str | None, formats: Sequence[str], out: str | os.PathLike,
-                                  allow_unsafe_pickle: bool = False) -> list[Path]:
-    """Export the classifier of pretraining config ``cfg`` with ``weights`` (None: random) to ``out``.*.
+def _no_random_weights(kind: str, where: str) -> None:
+    raise ConfigError(f"no weights given ({where}): an exported randomly initialised {kind} computes nothing "
+                      f"useful; pass --allow-random-weights (allow_random_weights=True) to export one on purpose")
 
-    The class count is ``model.num_classes``, else the weights file's, else 1000.
+
+def export_classifier_from_config(cfg, weights: str | None, formats: Sequence[str], out: str | os.PathLike,
+                                  allow_unsafe_pickle: bool = False, allow_random_weights: bool = False) -> list[Path]:
+    """Export the classifier of pretraining config ``cfg`` with ``weights`` to ``out``.*.
+
+    The class count is ``model.num_classes``, else the weights file's, else 1000. Without weights
+    it is refused unless ``allow_random_weights`` (a speed test); the provenance then says so.
     """
     from ..modeling.network import NASNet
     from ..pretrain.config import network_config
     from ..weights.io import load_state_dict, load_weights_into
 
     formats = [check_format(f) for f in formats]
+    if not weights and not allow_random_weights:
+        _no_random_weights("classifier", "--weights")
     num_classes = cfg.model.num_classes
     if num_classes is None and weights:
         num_classes = int(load_state_dict(weights, allow_unsafe_pickle)[1].get("num_classes", 1000))
@@ -40,8 +48,9 @@ def export_classifier_from_config(cfg, weights: str | None, formats: Sequence[st
 
 
 def export_detector_from_config(cfg, weights: str | None, formats: Sequence[str], out: str | os.PathLike,
-                                allow_unsafe_pickle: bool = False) -> list[Path]:
-    """Export the detector of detection config ``cfg`` (weights loaded as the demo loads them)."""
+                                allow_unsafe_pickle: bool = False, allow_random_weights: bool = False) -> list[Path]:
+    """Export the detector of detection config ``cfg`` (weights loaded as the demo loads them: ``weights``,
+    else ``MODEL.WEIGHTS``; with neither, refused unless ``allow_random_weights``)."""
     from ..detection.predictor import NASNetPredictor
     from .detector import export_detector  # imports detectron2: only for detectors
 
@@ -50,6 +59,8 @@ def export_detector_from_config(cfg, weights: str | None, formats: Sequence[str]
     if hw == (0, 0):
         raise ConfigError("INPUT.FIXED_SIZE_TEST is (0, 0): an exported detector has one input size; "
                           "set INPUT.FIXED_SIZE_TEST (height, width), e.g. INPUT.FIXED_SIZE_TEST '(600, 600)'")
+    if not (weights or cfg.MODEL.WEIGHTS) and not allow_random_weights:
+        _no_random_weights("detector", "--weights or MODEL.WEIGHTS")
     model = NASNetPredictor(cfg, weights=weights, allow_unsafe_pickle=allow_unsafe_pickle).model.cpu()
     prov = build_provenance(model, "detector", cfg.dump(), weights or cfg.MODEL.WEIGHTS or None,
                             {"image": [3, *hw], "format": cfg.INPUT.FORMAT,

@@ -46,7 +46,11 @@ def read_provenance(path: str | os.PathLike) -> dict[str, str]:
         from .runtime import require
 
         onnx = require("onnx")
-        return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as err:  # protobuf's DecodeError and the like
+            raise DeployError(f"{str(path)!r} is not an ONNX file: {str(err).strip() or type(err).__name__}") from err
+        return {p.key: p.value for p in proto.metadata_props}
     extra = {TORCHSCRIPT_EXTRA: ""}
     try:
         torch.jit.load(str(path), map_location="cpu", _extra_files=extra)

@@ -25,6 +25,8 @@ def _quiet_trace() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        # torch 2.9+ calls TorchScript deprecated; it is still the format the runtimes and this export read
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
         yield
 
 
@@ -33,9 +35,22 @@ def write_torchscript(module: torch.nn.Module, example: tuple, path: str | os.Pa
     """``torch.jit.trace`` ``module`` on ``example`` and save it with the provenance as an extra file."""
     with _quiet_trace(), torch.no_grad():
         traced = torch.jit.trace(module, example, check_trace=False)
+    path = _writable(path)
+    try:
+        traced.save(str(path), _extra_files={TORCHSCRIPT_EXTRA: json.dumps(dict(provenance), sort_keys=True)})
+    except RuntimeError as err:  # torch reports a failed write as a RuntimeError
+        raise DeployError(f"cannot write {str(path)!r}: {str(err).strip().splitlines()[0]}") from err
+    return path
+
+
+def _writable(path: str | os.PathLike) -> Path:
+    """``path`` with its folder made, or one DeployError naming it (read-only disk, a file in the way...)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    traced.save(str(path), _extra_files={TORCHSCRIPT_EXTRA: json.dumps(dict(provenance), sort_keys=True)})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        raise DeployError(f"cannot write {str(path)!r}: {err.strerror or err}{where}; choose another --out") from err
     return path
 
 
@@ -47,8 +62,7 @@ def write_onnx(module: torch.nn.Module, example: tuple, path: str | os.PathLike,
     from .runtime import require
 
     onnx = require("onnx")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _writable(path)
     try:
         with _quiet_trace(), torch.no_grad():
             torch.onnx.export(module, example, str(path), dynamo=False, opset_version=OPSET,
