@@ -25,6 +25,7 @@ import difflib
 import logging
 import os
 import re
+import sys
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
@@ -285,6 +286,26 @@ def load(defaults: CfgNode, path: str | os.PathLike | None = None, opts: Iterabl
         merge_dict(cfg, data, "config", types, moved)
     overridden = merge_overrides(cfg, list(opts or []), types, moved)
     return cfg, overridden
+
+
+def parse_tool_args(parser: Any, argv: Sequence[str] | None = None) -> Any:
+    """``parser.parse_args(argv)``, except that the tool's own flags may also follow the overrides.
+
+    Why: the trailing ``KEY VALUE`` overrides are argparse's REMAINDER, which swallows everything
+    after the first one, so "the same command plus ``--resume``" (where a user types it: at the end)
+    reached the override parser as a key. An item in a key's place that starts with ``--`` cannot
+    be a config key, so it is parsed again as a flag, and the overrides around it are kept in order.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    opts = list(getattr(args, "opts", None) or [])
+    flag_at = next((i for i in range(0, len(opts), 2) if str(opts[i]).startswith("--")), None)
+    if flag_at is None:
+        return args
+    head = argv[: len(argv) - len(opts)]  # REMAINDER is always argv's tail
+    later = parse_tool_args(parser, head + opts[flag_at:])
+    later.opts = opts[:flag_at] + list(later.opts or [])
+    return later
 
 
 def add_config_arguments(parser: Any, config_flags: Sequence[str] = ("--config-file",)) -> None:

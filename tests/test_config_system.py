@@ -117,3 +117,20 @@ def test_one_network_description():
         load_detection(DEMO, ["MODEL.NASNET.NUM_CELLS", "three"])
     with pytest.raises(ConfigError, match="child.network.num_conv_filters: must be >= 1"):
         load_search(None, ["child.network.num_conv_filters", "0"])
+
+
+def test_tool_flags_may_follow_the_overrides():
+    """"The same command plus --resume" typed at the end: the flag is a flag, the overrides stay in order."""
+    import argparse
+
+    from nasnet_det.config import add_config_arguments, parse_tool_args
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--threads", type=int, default=0)
+    add_config_arguments(parser)
+    args = parse_tool_args(parser, ["--config-file", "c.yaml", "a.b", "1", "--resume", "c.d", "x", "--threads", "2"])
+    assert args.resume and args.threads == 2 and args.config_file == "c.yaml"
+    assert args.opts == ["a.b", "1", "c.d", "x"]
+    args = parse_tool_args(parser, ["a.b", "--x"])  # in a value's place it stays a value
+    assert not args.resume and args.opts == ["a.b", "--x"]

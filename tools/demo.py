@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 import nasnet_det.detection  # noqa: E402,F401  (registers the backbone and ROI heads)
+from nasnet_det.config import parse_tool_args  # noqa: E402
 from nasnet_det.detection.predictor import NASNetPredictor  # noqa: E402
 from nasnet_det.detection.visualization import (  # noqa: E402
     InputError,
@@ -63,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run the model eagerly (torch) or exported to ONNX in ONNX Runtime / OpenVINO "
                         "(CPU, needs INPUT.FIXED_SIZE_TEST and the deploy extra)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
-    return p.parse_args(argv)
+    return parse_tool_args(p, argv)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    from nasnet_det.config import parse_tool_args
+
+    args = parse_tool_args(_parser(), argv)
     from nasnet_det.config import config_yaml
     from nasnet_det.deploy.from_config import export_classifier_from_config, export_detector_from_config
     from nasnet_det.errors import ConfigError, NASNetError

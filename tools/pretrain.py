@@ -19,11 +19,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nasnet_det.config import add_config_arguments, config_yaml
+    from nasnet_det.config import add_config_arguments, config_yaml, parse_tool_args
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, ("--config-file", "--config"))
-    args = parser.parse_args(argv)
+    args = parse_tool_args(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
     from nasnet_det.errors import NASNetError

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from nasnet_det.config import add_config_arguments, config_yaml  # noqa: E402
+from nasnet_det.config import add_config_arguments, config_yaml, parse_tool_args  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "cifar10_cpu.yaml"
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="the run folder (required unless --print-config)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output (starts it if the folder holds none)")
-    args = parser.parse_args(argv)
+    args = parse_tool_args(parser, argv)
 
     from nasnet_det.errors import NASNetError
     from nasnet_det.pipeline import load_config, run_pipeline

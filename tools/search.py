@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nasnet_det.config import add_config_arguments, config_yaml  # noqa: E402  (after the path line)
+from nasnet_det.config import add_config_arguments, config_yaml, parse_tool_args  # noqa: E402  (after the path line)
 
 
 def _search_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def cmd_search(argv: list[str]) -> int:
     from nasnet_det.search import SearchError, load_config, run_search
     from nasnet_det.search.report import write_report
 
-    args = _search_parser().parse_args(argv)
+    args = parse_tool_args(_search_parser(), argv)
     config_file = args.config_file
     if args.output is None and not (args.print_config and config_file):
         raise ConfigError("--output is required (the search folder)")
@@ -105,7 +105,7 @@ def cmd_retrain(argv: list[str]) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--print-config", action="store_true", help="print the retraining config as yaml and exit")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of the search's config")
-    args = p.parse_args(argv)
+    args = parse_tool_args(p, argv)
     if args.print_config:
         print(config_yaml(retrain_config(Path(args.search), args.opts, args.epochs or None, args.top_k)), end="")
         return 0
@@ -127,7 +127,7 @@ def cmd_plot(argv: list[str]) -> int:
     p.add_argument("folders", nargs="+", help="search output folders")
     p.add_argument("--labels", nargs="*", help="one label per folder (default: folder names)")
     p.add_argument("--output", required=True, help="image file, e.g. figure6.png")
-    args = p.parse_args(argv)
+    args = parse_tool_args(p, argv)
     labels = args.labels or [Path(f).name for f in args.folders]
     if len(labels) != len(args.folders):
         raise ConfigError(f"--labels: {len(labels)} labels for {len(args.folders)} folders")
@@ -142,7 +142,7 @@ def cmd_report(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="tools/search.py report", description="Outputs of a search folder.")
     p.add_argument("folder")
     p.add_argument("--top-k", type=int, default=10)
-    args = p.parse_args(argv)
+    args = parse_tool_args(p, argv)
     report = write_report(args.folder, top_k=args.top_k)
     print(f"{report['ok']} ok / {report['sampled']} sampled; best {report['best_reward']}; "
           f"wrote {len(report['top_genotypes'])} genotypes, {report['reward_curve']}")
@@ -171,7 +171,7 @@ def cmd_evaluate_ranking(argv: list[str]) -> int:
     p.add_argument("--epochs", type=int, required=True, help="stand-alone training epochs per architecture")
     p.add_argument("--seed", type=int, default=0, help="draws the architectures and seeds their trainings")
     _add_training_run_arguments(p, "KEY VALUE overrides of the search's config (e.g. data.root, executor.workers)")
-    args = p.parse_args(argv)
+    args = parse_tool_args(p, argv)
     result = evaluate_ranking(args.search, args.output, args.archs, args.epochs, args.seed, args.opts, args.resume,
                               progress=not args.no_progress)
     print(summary_line(result, args.output))
@@ -193,7 +193,7 @@ def cmd_compare(argv: list[str]) -> int:
     p.add_argument("--seeds", type=int, default=2, help="trainings per cell, one per seed (default 2)")
     p.add_argument("--seed", type=int, default=0, help="draws the random cells and the child seeds")
     _add_training_run_arguments(p, "KEY VALUE overrides (e.g. child.epochs 5)")
-    args = p.parse_args(argv)
+    args = parse_tool_args(p, argv)
     result = compare_cells(args.config_file, args.output, args.genotype, args.random, args.seeds, args.seed,
                            args.opts, args.resume, progress=not args.no_progress)
     print(f"{result['verdict']} Wrote {Path(args.output) / COMPARE_NAME} and {Path(args.output) / MARKDOWN_NAME}")

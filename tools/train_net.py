@@ -28,7 +28,7 @@ import detectron2.utils.comm as comm
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 
-from nasnet_det.config import config_yaml
+from nasnet_det.config import config_yaml, parse_tool_args
 from nasnet_det.detection import ConfigError, NASNetTrainer, build_checkpointer, compat
 from nasnet_det.detection.checkpoint import preflight_weights
 from nasnet_det.detection.run_config import resolve_run_config, setup_run_config
@@ -90,7 +90,7 @@ def main(args):
 
 
 def invoke_main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = parse_tool_args(build_parser(), argv)
     try:
         if args.print_config:
             print(config_yaml(resolve_run_config(args.config_file, list(args.opts), **_cli_datasets(args))), end="")
