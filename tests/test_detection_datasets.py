@@ -180,6 +180,11 @@ STRUCTURAL = [
      r"instances\.json: image id 2, fields 'width', 'height' = 64, 24 but .*b\.png' is 32x24"),
     ("missing image file", lambda d: d["images"][1].update(file_name="gone.png"), None,
      r"instances\.json: image id 2, field 'file_name' = 'gone\.png'.*does not exist"),
+    ("no images", lambda d: d.update(images=[], annotations=[]), None, r"instances\.json': 'images' is empty"),
+    ("empty annotations", lambda d: d.update(annotations=[]), None,
+     r"instances\.json' has no usable box annotation \('annotations' is empty\)"),
+    ("every box invalid", lambda d: [a.update(bbox=[500, 500, 4, 4]) for a in d["annotations"]], None,
+     r"has no usable box annotation \(all \d+ were invalid and dropped: .*annotation id 10, field 'bbox'"),
 ]
 
 
@@ -232,6 +237,7 @@ CLI_CASES = [
     ("not JSON", None, b"{oops", "not valid JSON"),
     ("unknown category_id", lambda d: _ann(d, 11).update(category_id=7), None, "annotation id 11, field 'category_id'"),
     ("missing image file", lambda d: d["images"][1].update(file_name="gone.png"), None, "gone.png"),
+    ("empty annotations", lambda d: d.update(annotations=[]), None, "no usable box annotation"),
 ]
 
 

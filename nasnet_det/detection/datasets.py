@@ -46,6 +46,14 @@ def register_coco_json(name: str, json_file: str, image_root: str, strict: bool 
     if not os.path.isdir(image_root):
         raise DatasetError(f"image root {image_root!r} (for {json_file!r}) is not a directory")
     result = check_coco_json(json_file, image_root)
+    if not result.data["images"]:
+        raise DatasetError(f"dataset json {json_file!r}: 'images' is empty; a detection dataset needs images "
+                           "with boxes (is it the right json?)")
+    if not result.data["annotations"]:  # detectron2 would stop later with "Dataset ... is empty!" (a traceback)
+        why = (f"all {len(result.dropped)} were invalid and dropped: {_listing(result.dropped)}" if result.dropped
+               else "'annotations' is empty")
+        raise DatasetError(f"dataset json {json_file!r} has no usable box annotation ({why}); training and "
+                           "evaluation need boxes")
     if strict and result.dropped:
         raise strict_error(result.dropped, "strict=True")
     loaded_json = _write_cleaned_copy(result) if result.dropped else json_file
