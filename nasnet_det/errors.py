@@ -14,6 +14,15 @@ from __future__ import annotations
 class NASNetError(Exception):
     """Base of every error that means "the input is wrong, here is what to do"."""
 
+    def __init__(self, *args: object) -> None:
+        text = args[0] if len(args) == 1 else None
+        if isinstance(text, str) and "\nOriginal Traceback" in text:
+            # re-raised by a torch DataLoader worker as "Caught X in DataLoader worker process N." plus
+            # the worker's traceback, whose last line is "module.X: <the one-line message>": keep that
+            last = text.rstrip().splitlines()[-1]
+            args = (last.split(": ", 1)[1] if ": " in last else last,)
+        super().__init__(*args)
+
 
 class ConfigError(NASNetError, ValueError):
     """A config file, key, value or command-line override that cannot be used."""

@@ -265,3 +265,22 @@ def test_train_net_num_classes_mismatch_is_one_error_line(dataset, tmp_path):
 
 def test_errors_share_the_project_base():
     assert issubclass(DatasetError, NASNetError)
+
+
+def test_an_error_raised_in_a_dataloader_worker_keeps_its_one_line():
+    """A truncated JPEG is found when a worker decodes it; torch re-raises the error in the main
+    process with the worker's traceback inside the message, which the CLIs print as `error: ...`."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from nasnet_det.detection.data import ImageReadError
+
+    class Truncated(Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int):
+            raise ImageReadError("photos/a.jpg: image file is truncated; re-save or remove it")
+
+    with pytest.raises(ImageReadError) as info:
+        next(iter(DataLoader(Truncated(), num_workers=1)))
+    assert str(info.value) == "photos/a.jpg: image file is truncated; re-save or remove it"
