@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,12 @@ def test_errors_are_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("error:") and len(done.stderr.splitlines()) == 1
     done = _export("detector", "--config-file", "configs/nasnet_custom_cpu.yaml", "--out", str(tmp_path / "d"))
     assert done.returncode == 2 and "INPUT.FIXED_SIZE_TEST" in done.stderr, done.stderr
+    # the own-data config resizes the shortest edge: the error gives the two overrides that export it
+    fix = re.search(r"add (INPUT\.FIXED_SIZE_TEST) '(\(\d+, \d+\))' (INPUT\.MIN_SIZE_TEST) (0)", done.stderr)
+    assert fix, done.stderr
+    done = _export("detector", "--config-file", "configs/nasnet_custom_cpu.yaml", "--out", str(tmp_path / "d"),
+                   "--allow-random-weights", "--format", "torchscript", *fix.groups())
+    assert done.returncode == 0 and (tmp_path / "d.pt").is_file(), done.stderr
     done = _export("detector", "--config-file", "configs/nasnet_demo_synthetic.yaml", "--out", str(tmp_path / "d"),
                    "MODEL.WEIGHTS", "")
     assert done.returncode == 2 and "--allow-random-weights" in done.stderr, done.stderr

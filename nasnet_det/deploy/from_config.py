@@ -51,14 +51,12 @@ def export_detector_from_config(cfg, weights: str | None, formats: Sequence[str]
                                 allow_unsafe_pickle: bool = False, allow_random_weights: bool = False) -> list[Path]:
     """Export the detector of detection config ``cfg`` (weights loaded as the demo loads them: ``weights``,
     else ``MODEL.WEIGHTS``; with neither, refused unless ``allow_random_weights``)."""
+    from ..detection.config import exported_input_size
     from ..detection.predictor import NASNetPredictor
     from .detector import export_detector  # imports detectron2: only for detectors
 
     formats = [check_format(f) for f in formats]
-    hw = tuple(int(v) for v in cfg.INPUT.FIXED_SIZE_TEST)
-    if hw == (0, 0):
-        raise ConfigError("INPUT.FIXED_SIZE_TEST is (0, 0): an exported detector has one input size; "
-                          "set INPUT.FIXED_SIZE_TEST (height, width), e.g. INPUT.FIXED_SIZE_TEST '(600, 600)'")
+    hw = exported_input_size(cfg, "export")
     if not (weights or cfg.MODEL.WEIGHTS) and not allow_random_weights:
         _no_random_weights("detector", "--weights or MODEL.WEIGHTS")
     model = NASNetPredictor(cfg, weights=weights, allow_unsafe_pickle=allow_unsafe_pickle).model.cpu()

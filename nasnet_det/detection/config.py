@@ -119,6 +119,24 @@ def _validate(cfg: CN, source_of: Callable[[str], str]) -> None:
             raise ConfigError(f"{key} = {value!r} ({source_of(key)}): {requirement}")
 
 
+def exported_input_size(cfg: CN, what: str, otherwise: str = "") -> tuple[int, int]:
+    """The (height, width) an exported detector of ``cfg`` takes: ``INPUT.FIXED_SIZE_TEST``.
+
+    A trace has one input size, so a config that resizes the shortest edge instead (the own-data
+    config does) is refused with the two overrides that give it one, and what they change: images
+    are then stretched to a square the model was not trained on. ``otherwise`` names an alternative.
+    """
+    hw = tuple(int(v) for v in cfg.INPUT.FIXED_SIZE_TEST)
+    if hw != (0, 0):
+        return hw
+    side = int(cfg.INPUT.MIN_SIZE_TEST) or 600
+    raise ConfigError(f"{what}: an exported detector takes one input size, and this config has none: "
+                      f"INPUT.FIXED_SIZE_TEST is (0, 0) and INPUT.MIN_SIZE_TEST = {cfg.INPUT.MIN_SIZE_TEST} resizes "
+                      f"the shortest edge instead; add INPUT.FIXED_SIZE_TEST '({side}, {side})' INPUT.MIN_SIZE_TEST 0 "
+                      f"(images are then stretched to {side}x{side}, which the model did not see in training: "
+                      f"check the AP with train_net.py --eval-only and the same overrides){otherwise}")
+
+
 def _check_test_resize(cfg: CN, source_of: Callable[[str], str]) -> None:
     """INPUT.FIXED_SIZE_TEST is applied by the NASNetRCNN model (detection/meta_arch.py); a
     shortest-edge resize before it would make DefaultPredictor's boxes differ from evaluation's."""

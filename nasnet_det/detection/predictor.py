@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConfigError, WeightsError
 from .checkpoint import NASNetCheckpointer
+from .config import exported_input_size
 from .data import build_resize_augmentations
 
 __all__ = ["ClassInfo", "NASNetPredictor", "WeightsError", "instances_to_coco_results"]
@@ -103,9 +104,8 @@ class NASNetPredictor:
         self.cfg.freeze()
         if runtime not in ("torch", "onnxruntime", "openvino"):
             raise ConfigError(f"runtime {runtime!r}: expected torch, onnxruntime or openvino")
-        if runtime != "torch" and tuple(self.cfg.INPUT.FIXED_SIZE_TEST) == (0, 0):
-            raise ConfigError(f"runtime {runtime}: an exported detector has one input size; set "
-                              "INPUT.FIXED_SIZE_TEST (height, width) or use --runtime torch")
+        if runtime != "torch":
+            exported_input_size(self.cfg, f"runtime {runtime}", otherwise=", or use --runtime torch")
         path = self.cfg.MODEL.WEIGHTS
         if path and "://" not in path and not os.path.isfile(path):  # before the (slow) model build
             raise WeightsError(f"weights file {path!r} does not exist")
@@ -128,7 +128,7 @@ class NASNetPredictor:
             from ..deploy import build_provenance
             from ..deploy.detector import ExportedDetector
 
-            hw = tuple(int(v) for v in self.cfg.INPUT.FIXED_SIZE_TEST)
+            hw = exported_input_size(self.cfg, f"runtime {runtime}")
             self.model = ExportedDetector.from_model(self.model.cpu(), hw, runtime, build_provenance(
                 self.model, "detector", self.cfg.dump(), path or None, {"image": [3, *hw]}))
         self.augmentations = build_resize_augmentations(self.cfg, is_train=False)

@@ -48,8 +48,19 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sums ``t`` over the ranks, in place, and returns ``t`` (callers use either).
+
+    Callers build their small bookkeeping tensors (the step's loss, evaluation totals) on the CPU,
+    but NCCL, the backend on GPUs, reduces CUDA tensors only ("No backend type associated with
+    device type cpu"). So the reduction runs on the process group's device, ``info.device`` (see
+    init_distributed: NCCL for a CUDA device, Gloo for the CPU), and the sum is copied back into
+    ``t``. On the CPU ``t.to`` returns ``t`` itself: no copy.
+    """
     if info.distributed:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        on_device = t.to(info.device)
+        dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+        if on_device is not t:
+            t.copy_(on_device)
     return t
 
 
