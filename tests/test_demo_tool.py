@@ -211,3 +211,13 @@ def test_fast_predictor_gives_the_same_detections(dataset):
     assert torch.allclose(a.scores.sort().values, b.scores.sort().values, rtol=1e-3, atol=1e-5)
     best_a, best_b = int(a.scores.argmax()), int(b.scores.argmax())
     assert torch.allclose(a.pred_boxes.tensor[best_a], b.pred_boxes.tensor[best_b], atol=1e-2)
+
+
+def test_class_count_mismatch_names_where_the_names_came_from():
+    """The own-data config's DATASETS.TEST is COCO's: the demo must say the 80 came from there."""
+    from nasnet_det.detection.visualization import InputError, load_class_info
+
+    with pytest.raises(InputError, match=r"dataset 'coco_2017_val' \(the config's DATASETS\.TEST\[0\]; pass "
+                                         r"--dataset-json .*\) has 80 classes, but the model has "
+                                         r"MODEL\.ROI_HEADS\.NUM_CLASSES = 3"):
+        load_class_info(3, dataset="coco_2017_val", from_config=True)

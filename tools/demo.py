@@ -72,13 +72,14 @@ def run(args: argparse.Namespace) -> dict:
     inputs = expand_inputs(args.input)  # before building the model: bad input fails fast
     cfg = load_demo_config(args.config_file, args.opts, args.device, args.confidence_threshold)
     dataset_json, dataset = args.dataset_json, args.dataset
-    if not (dataset_json or dataset):
+    from_config = not (dataset_json or dataset)
+    if from_config:
         dataset_json, dataset = config_class_source(cfg)
         if not (dataset_json or dataset):
             print("demo.py: no --dataset-json/--dataset given and the config's DATASETS.TEST has no class names; "
                   "classes are shown as class_<k>", file=sys.stderr)
-    info = load_class_info(cfg.MODEL.ROI_HEADS.NUM_CLASSES, dataset_json, dataset)
-    image_ids = known_image_ids(args.dataset_json)
+    info = load_class_info(cfg.MODEL.ROI_HEADS.NUM_CLASSES, dataset_json, dataset, from_config)
+    image_ids = known_image_ids(dataset_json)  # the ids of the json the class names came from
     if not (args.weights or cfg.MODEL.WEIGHTS) and not args.allow_random_weights:
         raise InputError("no weights given (--weights or MODEL.WEIGHTS): the detections of a randomly initialised "
                          "model mean nothing; pass --allow-random-weights to run one on purpose")

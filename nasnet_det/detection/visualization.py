@@ -94,10 +94,12 @@ def load_demo_config(config_file: str, opts: list[str], device: str, confidence_
     return cfg
 
 
-def load_class_info(num_classes: int, dataset_json: str | None = None, dataset: str | None = None) -> ClassInfo:
+def load_class_info(num_classes: int, dataset_json: str | None = None, dataset: str | None = None,
+                    from_config: bool = False) -> ClassInfo:
     """Class names and dataset ids from a COCO json or a registered dataset; generic ones without either.
 
     The count must match the model's ``num_classes``: a mismatch would label every box wrongly.
+    ``from_config``: the source is the config's first test set, not one the user named (the error says so).
     """
     try:
         if dataset_json:
@@ -109,8 +111,11 @@ def load_class_info(num_classes: int, dataset_json: str | None = None, dataset: 
     except (OSError, ValueError, KeyError) as err:
         raise InputError(str(err)) from err
     if len(info.names) != num_classes:
-        raise InputError(f"the dataset has {len(info.names)} classes but the model MODEL.ROI_HEADS.NUM_CLASSES="
-                         f"{num_classes}")
+        source = f"dataset json {dataset_json!r}" if dataset_json else f"dataset {dataset!r}"
+        hint = (" (the config's DATASETS.TEST[0]; pass --dataset-json with the json the model was trained on)"
+                if from_config else "")
+        raise InputError(f"{source}{hint} has {len(info.names)} classes, but the model has "
+                         f"MODEL.ROI_HEADS.NUM_CLASSES = {num_classes}: the class names would be wrong")
     return info
 
 
