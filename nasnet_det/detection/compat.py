@@ -87,6 +87,23 @@ def _install_torch_ops_stand_in() -> None:
 HAS_COMPILED_OPS: bool = _install_compiled_ops_stand_in()
 
 
+def _import_modeling_without_torchscript_warnings() -> None:
+    """Import ``detectron2.modeling`` once, silencing torch's "``torch.jit.script`` is deprecated".
+
+    detectron2 (v0.6 and main) scripts a few functions at import (``box_regression``...), and
+    torch >= 2.9 warns about it, so every tool printed two lines of FutureWarning before its own
+    output or its one ``error:`` line. Scoped to this import: user code still sees the warning.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        importlib.import_module("detectron2.modeling")
+
+
+_import_modeling_without_torchscript_warnings()
+
+
 # --------------------------------------------------------------------------------------------
 # Everything below is imported lazily from detectron2 so that importing this module stays the
 # first thing ``nasnet_det.detection`` does (before detectron2.layers needs ``_C``).

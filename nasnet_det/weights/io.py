@@ -143,6 +143,11 @@ def _load_safetensors(path: Path) -> tuple[dict, dict]:
     return state, meta
 
 
+#: What to do about a weights file that cannot be read, for every message that says so.
+WEIGHTS_FILE_HINT = ("give a checkpoint saved by train_net.py / pretrain.py, or one converted by "
+                     "tools/convert_weights.py (copy it again if it was cut short)")
+
+
 def safe_torch_load(path: str | os.PathLike, allow_unsafe_pickle: bool = False) -> Any:
     """``torch.load(weights_only=True)``; a pickle that needs more is refused naming the flag."""
     path = Path(path)
@@ -152,7 +157,7 @@ def safe_torch_load(path: str | os.PathLike, allow_unsafe_pickle: bool = False) 
             head = f.read(2)
         if not head or head[0] != 0x80:
             raise WeightsError(f"{str(path)!r} is not a PyTorch file (truncated or corrupt: no zip archive "
-                               "and no pickle header)")
+                               f"and no pickle header); {WEIGHTS_FILE_HINT}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -162,7 +167,8 @@ def safe_torch_load(path: str | os.PathLike, allow_unsafe_pickle: bool = False) 
                 f"loading it could run arbitrary code, so it was refused. {UNSAFE_FLAG_HINT}") from None
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - truncated zip, bad storage...
-        raise WeightsError(f"cannot read {str(path)!r} (truncated or corrupt file?): {_first_line(err)}") from None
+        raise WeightsError(f"cannot read {str(path)!r} (truncated or corrupt file?): {_first_line(err)}; "
+                           f"{WEIGHTS_FILE_HINT}") from None
     return obj
 
 
