@@ -72,6 +72,13 @@ def test_train_resume_and_eval_only(tmp_path, no_tensorboard, load_tool):
                                   str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval2")]))
     assert again["bbox"]["AP"] == pytest.approx(bbox["AP"], nan_ok=True)
 
+    # evaluating in the training run's own folder keeps that run's config.yaml (the record of training)
+    trained = (out / "config.yaml").read_bytes()
+    train_net.main(parse(["--config-file", str(out / "config.yaml"), "--eval-only", "MODEL.WEIGHTS",
+                          str(out / "model_final.pth")]))
+    assert (out / "config.yaml").read_bytes() == trained
+    assert "model_final.pth" in (out / "config_eval.yaml").read_text()
+
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), *args],

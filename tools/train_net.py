@@ -31,7 +31,7 @@ from detectron2.evaluation import verify_results
 from nasnet_det.config import config_yaml, parse_tool_args
 from nasnet_det.detection import ConfigError, NASNetTrainer, build_checkpointer, compat
 from nasnet_det.detection.checkpoint import preflight_weights
-from nasnet_det.detection.run_config import resolve_run_config, setup_run_config
+from nasnet_det.detection.run_config import resolve_run_config, setup_run_config, training_config_kept
 from nasnet_det.errors import NASNetError
 
 
@@ -68,7 +68,11 @@ def setup(args):
     # before default_setup writes OUTPUT_DIR/config.yaml: a run that cannot load its weights changes nothing
     preflight_weights(cfg, resume=args.resume, purpose="inference" if args.eval_only else "init",
                       allow_unsafe_pickle=args.allow_unsafe_pickle)
-    default_setup(cfg, args)
+    if args.eval_only:
+        with training_config_kept(cfg.OUTPUT_DIR):  # an evaluation does not rewrite how the model was trained
+            default_setup(cfg, args)
+    else:
+        default_setup(cfg, args)
     return cfg
 
 

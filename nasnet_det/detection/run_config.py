@@ -8,8 +8,12 @@ as it is: ``tools/train_net.py --config-file out/config.yaml --eval-only MODEL.W
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
+from typing import Iterator
 
+from ..durable import atomic_write_bytes
 from .checkpoint import resume_candidates
 from .config import ConfigError, load_config
 from .datasets import check_datasets, register_coco_json
@@ -80,3 +84,21 @@ def setup_run_config(config_file: str, opts: list[str], *, train: tuple[str, str
     check_datasets(list(cfg.DATASETS.TEST) if eval_only else list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), cfg)
     cfg.freeze()
     return cfg
+
+
+@contextlib.contextmanager
+def training_config_kept(output_dir: str) -> Iterator[None]:
+    """Keep ``OUTPUT_DIR/config.yaml`` as it was across detectron2's ``default_setup``.
+
+    ``default_setup`` saves the run's config there; an ``--eval-only`` run pointed at a training
+    run's folder (the README's ``--config-file output/mine/config.yaml``) would overwrite the record
+    of how that model was trained. The evaluation's config goes beside it as ``config_eval.yaml``.
+    """
+    from detectron2.utils import comm
+
+    path = Path(output_dir) / "config.yaml"
+    before = path.read_bytes() if path.is_file() else None
+    yield
+    if before is not None and comm.is_main_process() and path.is_file() and path.read_bytes() != before:
+        atomic_write_bytes(path.with_name("config_eval.yaml"), path.read_bytes())
+        atomic_write_bytes(path, before)
