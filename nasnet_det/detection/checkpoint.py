@@ -128,8 +128,8 @@ class NASNetCheckpointer(DetectionCheckpointer):
                 finally:
                     self._purpose = self.weights_purpose
             if resume_candidates(self.save_dir):
-                _logger.warning("--resume: no intact checkpoint in %s; starting from MODEL.WEIGHTS %r",
-                                self.save_dir, path)
+                start = f"MODEL.WEIGHTS {path!r}" if path else "random initialisation (MODEL.WEIGHTS is empty)"
+                _logger.warning("--resume: no intact checkpoint in %s; starting again from %s", self.save_dir, start)
         return self.load(path, checkpointables=[])
 
     def _load_loaded(self, path: str, checkpoint: dict) -> dict:
