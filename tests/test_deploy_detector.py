@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from nasnet_det.deploy import build_provenance, load_exported, read_provenance
 from nasnet_det.deploy.detector import export_detector
@@ -129,3 +130,43 @@ def test_torchscript_detector_loads_in_a_fresh_process(exports):
             f"print(len(run(np.zeros((3, {HW[0]}, {HW[1]}), np.float32))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr
+
+
+@pytest.mark.parametrize("fmt,runtime", [("torchscript", None), ("onnx", None), ("onnx", "openvino")])
+def test_predictor_from_an_exported_file_matches_torch(detector, exports, fmt, runtime):
+    """``NASNetPredictor.from_exported``: no model built, the config comes from the file's provenance,
+    and the detections are the eager model's (an image of another size: the export's resize runs)."""
+    if fmt == "onnx":
+        pytest.importorskip(runtime or "onnxruntime", reason="the deploy extra is not installed")
+        pytest.importorskip("onnx", reason="the deploy extra is not installed")
+    from nasnet_det.detection.predictor import NASNetPredictor
+
+    cfg, _ = detector
+    torch.manual_seed(0)  # the weights of the `detector` fixture, which the files were exported from
+    eager = NASNetPredictor(cfg)
+    exported = NASNetPredictor.from_exported(exports[fmt], runtime)
+    assert yaml.safe_load(exported.cfg.dump()) == yaml.safe_load(cfg.dump())
+    image = (np.random.default_rng(2).random((200, 300, 3)) * 255).astype(np.uint8)
+    want = eager(image)
+    _assert_same_detections(exported(image), want)
+    middle = float(want.scores.median())
+    strong = NASNetPredictor.from_exported(exports[fmt], runtime, min_score=middle)(image)
+    assert 0 < len(strong) < len(want) and bool((strong.scores >= middle).all())
+    with pytest.warns(UserWarning, match="brings no weaker ones back"):
+        NASNetPredictor.from_exported(exports[fmt], runtime, min_score=0.01)
+
+
+def test_demo_runs_an_exported_file(exports, tmp_path, load_tool, capsys):
+    """``tools/demo.py --exported FILE``: no --config-file, and the flags that would change the file are refused."""
+    import cv2
+
+    demo = load_tool("demo")
+    photo = tmp_path / "in.jpg"
+    cv2.imwrite(str(photo), (np.random.default_rng(2).random((200, 300, 3)) * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    assert demo.main(["--exported", str(exports["torchscript"]), "--input", str(photo), "--output", str(out),
+                      "--confidence-threshold", "0.05", "--no-progress"]) == 0
+    assert (out / "results.json").is_file() and (out / "in.jpg").is_file()
+    assert demo.main(["--exported", str(exports["torchscript"]), "--input", str(photo), "--output", str(out),
+                      "--weights", "w.pth"]) == 2
+    assert "drop --weights" in capsys.readouterr().err

@@ -50,7 +50,8 @@ def export_detector(model: torch.nn.Module, fmt: str, out: str | os.PathLike, im
 
 
 class ExportedDetector:
-    """A detector exported to ONNX and run in ``runtime``, called like the detectron2 model it came from.
+    """An exported detector (ONNX, or TorchScript in runtime torch) run in ``runtime``, called like the
+    detectron2 model it came from.
 
     ``detector([{"image": (3, H, W) tensor, "height": h, "width": w}])`` returns
     ``[{"instances": Instances}]`` in original image coordinates, through detectron2's own

@@ -131,10 +131,54 @@ class NASNetPredictor:
             hw = exported_input_size(self.cfg, f"runtime {runtime}")
             self.model = ExportedDetector.from_model(self.model.cpu(), hw, runtime, build_provenance(
                 self.model, "detector", self.cfg.dump(), path or None, {"image": [3, *hw]}))
+        self.min_score = None
+        self._set_preprocessing()
+
+    def _set_preprocessing(self) -> None:
         self.augmentations = build_resize_augmentations(self.cfg, is_train=False)
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("BGR", "RGB"):
             raise ValueError(f"INPUT.FORMAT {self.input_format!r}: the predictor supports BGR and RGB")
+
+    @classmethod
+    def from_exported(cls, path: str | os.PathLike, runtime: str | None = None, threads: int | None = None,
+                      min_score: float | None = None) -> "NASNetPredictor":
+        """A predictor running a detector file written by ``tools/export.py``; no torch model is built.
+
+        The file's provenance holds the config it was exported with, so the preprocessing (resize,
+        channel order) is the export's. ``runtime`` None: torch for ``.pt``, onnxruntime for
+        ``.onnx``. ``min_score`` drops weaker detections; the file itself returns those above its
+        config's ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, so a lower one brings no more back.
+        """
+        import tempfile
+        import warnings
+
+        from ..deploy import read_provenance
+        from ..deploy.detector import ExportedDetector
+        from ..errors import DeployError
+        from .config import load_config
+
+        provenance = read_provenance(path)
+        if provenance.get("kind") != "detector":
+            raise DeployError(f"{str(path)!r} is a {provenance.get('kind', 'file')} export, not a detector: "
+                              "export the detector with tools/export.py detector")
+        with tempfile.TemporaryDirectory(prefix="nasnet_det_exported_") as folder:
+            config_file = os.path.join(folder, "config.yaml")
+            with open(config_file, "w", encoding="utf-8") as f:
+                f.write(provenance["config"])
+            cfg = load_config(config_file, ["MODEL.DEVICE", "cpu"])
+        baked = float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+        if min_score is not None and min_score < baked:
+            warnings.warn(f"{str(path)!r} keeps detections with score >= {baked} (MODEL.ROI_HEADS.SCORE_THRESH_TEST "
+                          f"when it was exported): a threshold of {min_score} brings no weaker ones back", stacklevel=2)
+        if runtime is None:
+            runtime = "torch" if str(path).endswith(".pt") else "onnxruntime"
+        self = cls.__new__(cls)
+        self.cfg = cfg
+        self.model = ExportedDetector(path, exported_input_size(cfg, "exported detector"), runtime, threads=threads)
+        self.min_score = min_score
+        self._set_preprocessing()
+        return self
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, image_format: str = "BGR"):
@@ -150,7 +194,8 @@ class NASNetPredictor:
         T.AugmentationList(self.augmentations)(aug_input)
         tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)).astype("float32"))
         outputs = self.model([{"image": tensor, "height": height, "width": width}])
-        return outputs[0]["instances"].to("cpu")
+        instances = outputs[0]["instances"].to("cpu")
+        return instances if self.min_score is None else instances[instances.scores >= self.min_score]
 
 
 def instances_to_coco_results(instances, image_id: int, class_info: ClassInfo, **extra) -> list[dict]:
