@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 
 @dataclass
 class DistInfo:
@@ -29,9 +31,22 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+    """``train.device``: "cuda" (one GPU per local process), "cpu", or "auto".
+
+    "auto" takes the GPUs only when there is one for every process on this machine
+    (``LOCAL_WORLD_SIZE``, set by torchrun); otherwise every process takes the CPU, the same choice
+    on every rank, so that they agree on the backend (NCCL vs Gloo) instead of rank 1 asking a
+    1-GPU machine for ``cuda:1``.
+    """
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() and torch.cuda.device_count() >= local_processes else "cpu"
+    if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but torch sees no CUDA device")
+            raise ConfigError("train.device = cuda, but torch sees no CUDA device: use train.device cpu or auto")
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"train.device = cuda: local process {local_rank} has no GPU of its own "
+                               f"({torch.cuda.device_count()} visible); start at most that many processes per machine")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
