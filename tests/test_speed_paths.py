@@ -403,44 +403,6 @@ def test_onednn_graph_path_in_bf16():
         assert out.dtype == torch.float32 and len(fast.fused_graphs) == 1
         assert _rel(out, ref) < BF16_TOL and _rel(out, eager(x)) < BF16_TOL
         assert _rel(out, ref) > 1e-5
-        with torch.profiler.profile() as prof:  # the ReLUs between the fused kernels run on the bits
-            fast(x)
-    ran = {e.name for e in prof.events()}
-    assert "nasnet_det::relu_bf16" in ran and "aten::relu" not in ran
-
-
-def test_shared_relu_on_bf16_bits_is_relu_for_every_value():
-    """All 65,536 bfloat16 values: the int16 clamp equals ATen's ReLU except on NaNs with the sign bit
-    set (0 there, as in oneDNN's fused ReLU); a positive NaN stays NaN."""
-    from nasnet_det.modeling.ops import shared_relu
-
-    every = torch.arange(-(2 ** 15), 2 ** 15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
-    with torch.no_grad():
-        got, want = shared_relu(every), torch.relu(every)
-    nan = every.isnan()
-    assert got.dtype == torch.bfloat16 and nan.sum() == 254
-    assert torch.equal(got[~nan], want[~nan])
-    assert (got[nan & (every.view(torch.int16) > 0)].isnan().all()
-            and (got[nan & (every.view(torch.int16) < 0)] == 0).all())
-
-
-def test_shared_relu_keeps_autograd_and_traces():
-    """With a gradient to record it is F.relu; in a trace it is one recorded operator
-    (``Tensor.view(dtype)`` itself cannot be traced)."""
-    from nasnet_det.modeling.ops import shared_relu
-
-    x = torch.randn(4, 8, dtype=torch.bfloat16, requires_grad=True)
-    shared_relu(x).float().sum().backward()
-    assert torch.equal(x.grad, (x > 0).to(torch.bfloat16))
-
-    def f(t):
-        return shared_relu(t.to(torch.bfloat16)).float() * 2
-
-    t = torch.randn(2, 3, 5, 5)
-    with torch.no_grad():
-        traced = torch.jit.trace(f, t, check_trace=False)
-        assert "nasnet_det::relu_bf16" in str(traced.graph)
-        assert torch.equal(traced(t), f(t))
 
 
 def test_onednn_graph_trace_that_fails_is_dropped_but_a_wrong_input_still_raises(monkeypatch):

@@ -12,6 +12,7 @@ other override, ``_shared_roi_transform``, only changes the order of work at CPU
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.poolers import convert_boxes_to_pooler_format
 from detectron2.modeling.roi_heads import Res5ROIHeads
@@ -19,7 +20,6 @@ from detectron2.structures import Boxes
 from torch import nn
 
 from ..modeling.memory import enable_memory_saving
-from ..modeling.ops import shared_relu
 from .norm import convert_norm, set_batchnorm_hparams
 from .split_nasnet import SplitInfo, build_stage
 
@@ -49,7 +49,7 @@ class NASNetSecondStage(nn.Module):
     def run_cells(self, x: torch.Tensor) -> torch.Tensor:
         h_prev, h = torch.split(x, self.split_channels, dim=1)
         _, out = self.nasnet.forward_cells(h_prev, h, self.start, None)
-        return shared_relu(out)
+        return F.relu(out)
 
 
 @ROI_HEADS_REGISTRY.register()

@@ -27,13 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..space.genotype import CellSpec
 from .checkpoint import checkpointed, recording
 from .drop_path import drop_path, drop_path_keep_prob
 from .factorized_reduction import FactorizedReduction
-from .ops import ConvBN, LeadingReLU, NormFactory, ReLUConvBN, build_op, shared_relu
+from .ops import ConvBN, LeadingReLU, NormFactory, ReLUConvBN, build_op
 
 
 @dataclass(frozen=True)
@@ -200,12 +201,12 @@ class Cell(nn.Module):
         if self.prev_mode == "raw" or h_prev is None:
             p = h
         elif self.prev_mode == "reduce":
-            p = self.prev_reduction(shared_relu(h_prev))
+            p = self.prev_reduction(F.relu(h_prev))
         elif self.prev_mode == "project":
-            p = self.conv_prev_1x1.body(shared_relu(h_prev), inplace)
+            p = self.conv_prev_1x1.body(F.relu(h_prev), inplace)
         else:
             p = h_prev
-        states = [self.conv_1x1.body(shared_relu(h), inplace), p]
+        states = [self.conv_1x1.body(F.relu(h), inplace), p]
         relus: list[torch.Tensor | None] = [None] * (len(states) + len(self.block_plan))
 
         def run(op: nn.Module, i: int) -> tuple[torch.Tensor, bool]:
@@ -217,7 +218,7 @@ class Cell(nn.Module):
             if isinstance(op, LeadingReLU):
                 r = relus[i]
                 if r is None:
-                    r = relus[i] = shared_relu(states[i])
+                    r = relus[i] = F.relu(states[i])
                 return op.body(r, inplace), True
             out = op(states[i])
             return out, out is not states[i]

@@ -23,7 +23,7 @@ from .cell import Cell
 from .checkpoint import checkpointed, recording
 from .config import NASNetConfig, calc_reduction_layers
 from .graph_fusion import BF16_TOLERANCE, DEFAULT_BATCH_CHUNK, FP32_TOLERANCE, FusedGraphs
-from .ops import ConvBN, ConvBNModule, shared_relu
+from .ops import ConvBN, ConvBNModule
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
@@ -319,7 +319,7 @@ class NASNet(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """ReLU -> global average pool -> dropout -> FC (pooled features when there is no classifier)."""
-        x = shared_relu(features).mean(dim=(2, 3))
+        x = F.relu(features).mean(dim=(2, 3))
         if self.classifier is None:
             return x
         return self.classifier(self.dropout(x))

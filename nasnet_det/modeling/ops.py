@@ -29,35 +29,6 @@ NormFactory = Callable[[int], nn.Module]
 FoldRule = tuple[tuple[str, ...], str]
 
 
-def shared_relu(x: torch.Tensor) -> torch.Tensor:
-    """ReLU of a tensor that other ops read too (a cell's inputs and states), as a fresh tensor.
-
-    Why not ``F.relu`` everywhere: such a ReLU cannot join a convolution's fused kernel (its input
-    has other readers), so it runs on its own, and ATen's CPU ReLU on bfloat16 converts every element
-    to float and back: 0.70 ms for a 1008x42x42 cell output against 0.09 ms for the same pass over
-    16-bit integers (1 thread); these ReLUs were 4.6 % of a fused bf16 nasnet_a_large call. So a
-    bfloat16 CPU tensor outside autograd takes ``nasnet_det::relu_bf16`` (below); everything else
-    takes ``F.relu``, and so does a ReLU right after a conv/BN, which graph compilers fuse.
-    """
-    if (x.dtype == torch.bfloat16 and x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled())
-            and not torch.compiler.is_compiling()):
-        return torch.ops.nasnet_det.relu_bf16(x)
-    return F.relu(x)
-
-
-# An operator, not a Python function, because TorchScript cannot trace ``Tensor.view(dtype)`` (it
-# records the dtype as an int and then finds no ``aten::view`` for it), and the bf16 fused graphs
-# of ``compile="onednn"`` are traces: the trace records this op, the interpreter calls it (~13 us).
-torch.library.define("nasnet_det::relu_bf16", "(Tensor x) -> Tensor")
-
-
-@torch.library.impl("nasnet_det::relu_bf16", "cpu")
-def _relu_bf16(x: torch.Tensor) -> torch.Tensor:
-    """ReLU on the bits: a bfloat16 is negative exactly when its int16 view is, so clamping that view
-    at 0 is the ReLU, exact for every number (-0.0 becomes +0.0); a NaN with the sign bit set becomes
-    0, as it already does in oneDNN's fused ReLU."""
-    return x.view(torch.int16).clamp_min(0).view(torch.bfloat16)
-
 class ConvBNModule(nn.Module):
     """A module with BatchNorm children that each directly follow a convolution.
 
@@ -101,7 +72,7 @@ class LeadingReLU(ConvBNModule):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(shared_relu(x))
+        return self.body(F.relu(x))
 
 
 class ReLUConvBN(LeadingReLU):
