@@ -21,6 +21,7 @@ from test_detection_common import (  # noqa: E402
     COCO_MINI_TRAIN_IMAGES,
     COCO_MINI_TRAIN_JSON,
     CONFIGS,
+    OVERFIT_IMAGE_IDS,
     requires_coco_mini,
     tiny_opts,
     write_coco_subset,
@@ -344,8 +345,11 @@ def test_coco_registration_can_be_repeated(tmp_path):
         pytest.skip("needs ../shared/data/coco_mini")
     for _ in range(2):
         register_coco_json("nasnet_test_twice", str(COCO_MINI_TRAIN_JSON), str(COCO_MINI_TRAIN_IMAGES))
-    subset = write_coco_subset(COCO_MINI_TRAIN_JSON, [], tmp_path / "empty.json")
+    from detectron2.data import DatasetCatalog
+
+    subset = write_coco_subset(COCO_MINI_TRAIN_JSON, OVERFIT_IMAGE_IDS[:1], tmp_path / "one.json")
     register_coco_json("nasnet_test_twice", str(subset), str(COCO_MINI_TRAIN_IMAGES))  # replaced
+    assert len(DatasetCatalog.get("nasnet_test_twice")) == 1
 
 
 def test_checkpointer_refuses_non_tensor_globals_unless_allowed(tmp_path, mobile_model):
