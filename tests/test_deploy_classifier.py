@@ -105,3 +105,12 @@ def test_a_damaged_export_is_one_error(exports, runtime, tmp_path):
         load_exported(damaged, runtime)
     with pytest.raises(DeployError, match="not an? (ONNX|TorchScript) file"):
         read_provenance(damaged)
+
+
+def test_a_torchscript_file_without_provenance_still_runs(small_model, tmp_path):
+    """Its inputs are not declared, so they are left to TorchScript (not refused as 0 inputs)."""
+    path = tmp_path / "plain.pt"
+    with torch.no_grad():
+        torch.jit.trace(small_model, torch.randn(1, 3, SIZE, SIZE), check_trace=False).save(str(path))
+    (got,) = load_exported(path, "torch", threads=1)(np.zeros((2, 3, SIZE, SIZE), np.float32))
+    assert got.shape == (2, 7)
