@@ -75,7 +75,16 @@ def run(args: argparse.Namespace) -> dict:
     """Everything after argument parsing; returns :meth:`VisualizationDemo.annotate`'s summary."""
     inputs = expand_inputs(args.input)  # before building the model: bad input fails fast
     if args.exported:
-        return _run_exported(args, inputs)
+        predictor = _exported_predictor(args)
+        info, image_ids = _class_names(args, predictor.cfg)
+    else:
+        predictor, info, image_ids = _configured_predictor(args)
+    demo = VisualizationDemo(predictor, info, image_ids)
+    return demo.annotate(inputs, args.output, progress=not args.no_progress)
+
+
+def _configured_predictor(args: argparse.Namespace):
+    """(predictor, class info, image ids) from --config-file, its overrides and the weights."""
     if not args.config_file:
         raise InputError("give --config-file (with --weights or MODEL.WEIGHTS), or --exported FILE")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -86,11 +95,10 @@ def run(args: argparse.Namespace) -> dict:
                          "model mean nothing; pass --allow-random-weights to run one on purpose")
     predictor = NASNetPredictor(cfg, weights=args.weights, optimize=args.fast,
                                 allow_unsafe_pickle=args.allow_unsafe_pickle, runtime=args.runtime or "torch")
-    demo = VisualizationDemo(predictor, info, image_ids)
-    return demo.annotate(inputs, args.output, progress=not args.no_progress)
+    return predictor, info, image_ids
 
 
-def _run_exported(args: argparse.Namespace, inputs) -> dict:
+def _exported_predictor(args: argparse.Namespace) -> NASNetPredictor:
     """--exported: the file brings its config and weights, so the flags that would set them are refused."""
     given = [flag for flag, value in (("--config-file", args.config_file), ("--weights", args.weights),
                                       ("--fast", args.fast), ("--device cuda", args.device == "cuda"),
@@ -98,10 +106,7 @@ def _run_exported(args: argparse.Namespace, inputs) -> dict:
     if given:
         raise InputError(f"--exported runs the file with the config and weights it was exported with; drop "
                          f"{', '.join(given)} (or export again with them)")
-    predictor = NASNetPredictor.from_exported(args.exported, args.runtime, min_score=args.confidence_threshold)
-    info, image_ids = _class_names(args, predictor.cfg)
-    demo = VisualizationDemo(predictor, info, image_ids)
-    return demo.annotate(inputs, args.output, progress=not args.no_progress)
+    return NASNetPredictor.from_exported(args.exported, args.runtime, min_score=args.confidence_threshold)
 
 
 def _class_names(args: argparse.Namespace, cfg):

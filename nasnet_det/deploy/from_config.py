@@ -17,8 +17,8 @@ from .provenance import build_provenance
 from .writers import check_format
 
 
-def _no_random_weights(kind: str, where: str) -> None:
-    raise ConfigError(f"no weights given ({where}): an exported randomly initialised {kind} computes nothing "
+def _random_weights_refused(kind: str, where: str) -> ConfigError:
+    return ConfigError(f"no weights given ({where}): an exported randomly initialised {kind} computes nothing "
                       f"useful; pass --allow-random-weights (allow_random_weights=True) to export one on purpose")
 
 
@@ -35,7 +35,7 @@ def export_classifier_from_config(cfg, weights: str | None, formats: Sequence[st
 
     formats = [check_format(f) for f in formats]
     if not weights and not allow_random_weights:
-        _no_random_weights("classifier", "--weights")
+        raise _random_weights_refused("classifier", "--weights")
     num_classes = cfg.model.num_classes
     if num_classes is None and weights:
         num_classes = int(load_state_dict(weights, allow_unsafe_pickle)[1].get("num_classes", 1000))
@@ -58,7 +58,7 @@ def export_detector_from_config(cfg, weights: str | None, formats: Sequence[str]
     formats = [check_format(f) for f in formats]
     hw = exported_input_size(cfg, "export")
     if not (weights or cfg.MODEL.WEIGHTS) and not allow_random_weights:
-        _no_random_weights("detector", "--weights or MODEL.WEIGHTS")
+        raise _random_weights_refused("detector", "--weights or MODEL.WEIGHTS")
     model = NASNetPredictor(cfg, weights=weights, allow_unsafe_pickle=allow_unsafe_pickle).model.cpu()
     prov = build_provenance(model, "detector", cfg.dump(), weights or cfg.MODEL.WEIGHTS or None,
                             {"image": [3, *hw], "format": cfg.INPUT.FORMAT,

@@ -59,3 +59,9 @@ def read_provenance(path: str | os.PathLike) -> dict[str, str]:
     if not extra[TORCHSCRIPT_EXTRA]:
         raise DeployError(f"{str(path)!r} has no {TORCHSCRIPT_EXTRA} (not exported by nasnet_det)")
     return json.loads(extra[TORCHSCRIPT_EXTRA])
+
+
+def declared_inputs(provenance: Mapping[str, str]) -> list[tuple[str, list]]:
+    """The tensor inputs an export's provenance records: (name, dims), a dim a size or a name."""
+    declared = json.loads(provenance.get("inputs", "{}"))
+    return [(name, dims) for name, dims in declared.items() if isinstance(dims, list)]

@@ -38,7 +38,7 @@ def _torchscript(path: Path, threads: int | None, bf16: bool, batch: int | None)
         raise DeployError("runtime torch: bf16 runs through optimize_for_inference(bf16=True), not a TorchScript file")
     import torchvision  # noqa: F401  (registers torchvision::nms & co., which exported detectors call)
 
-    from .provenance import TORCHSCRIPT_EXTRA
+    from .provenance import TORCHSCRIPT_EXTRA, declared_inputs
 
     if threads:
         torch.set_num_threads(threads)
@@ -48,8 +48,7 @@ def _torchscript(path: Path, threads: int | None, bf16: bool, batch: int | None)
     except RuntimeError as err:
         raise _unreadable(path, err) from err
     # a trace fixes the image size without checking it: the provenance says which size was traced
-    declared = json.loads(json.loads(extra[TORCHSCRIPT_EXTRA] or "{}").get("inputs", "{}"))
-    specs = [(name, dims) for name, dims in declared.items() if isinstance(dims, list)]
+    specs = declared_inputs(json.loads(extra[TORCHSCRIPT_EXTRA] or "{}"))
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():

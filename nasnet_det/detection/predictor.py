@@ -104,8 +104,8 @@ class NASNetPredictor:
         self.cfg.freeze()
         if runtime not in ("torch", "onnxruntime", "openvino"):
             raise ConfigError(f"runtime {runtime!r}: expected torch, onnxruntime or openvino")
-        if runtime != "torch":
-            exported_input_size(self.cfg, f"runtime {runtime}", otherwise=", or use --runtime torch")
+        hw = (None if runtime == "torch"  # checked before the (slow) model build
+              else exported_input_size(self.cfg, f"runtime {runtime}", otherwise=", or use --runtime torch"))
         path = self.cfg.MODEL.WEIGHTS
         if path and "://" not in path and not os.path.isfile(path):  # before the (slow) model build
             raise WeightsError(f"weights file {path!r} does not exist")
@@ -128,7 +128,6 @@ class NASNetPredictor:
             from ..deploy import build_provenance
             from ..deploy.detector import ExportedDetector
 
-            hw = exported_input_size(self.cfg, f"runtime {runtime}")
             self.model = ExportedDetector.from_model(self.model.cpu(), hw, runtime, build_provenance(
                 self.model, "detector", self.cfg.dump(), path or None, {"image": [3, *hw]}))
         self.min_score = None
